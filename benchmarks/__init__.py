@@ -1,0 +1,1 @@
+"""Benchmarks of tempo_fast, one bench_<thing>.py each; run them with `tempo-fast bench`."""

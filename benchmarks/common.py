@@ -1,0 +1,143 @@
+"""What every benchmark shares: timing, peak memory, the machine's memory bandwidth, and the
+long-format CSV rows in benchmarks/results/.
+
+Timing: `triton.testing.do_bench` on CUDA (it flushes L2 and reports the median in ms), a
+repeated median with warm-up on CPU. Peak memory: `torch.cuda.max_memory_allocated` above the
+pre-call level on CUDA; on CPU, the resident set sampled every millisecond by a thread (torch's
+CPU allocator has no counters), above the level before the call.
+"""
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import os
+import platform
+import statistics
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+RESULTS = Path(__file__).resolve().parent / "results"
+FIELDS = ["what", "provider", "mode", "shape", "dtype", "metric", "median", "unit",
+          "device", "versions", "git_sha", "date"]
+
+
+def device_name(device: torch.device | str) -> str:
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu:{platform.processor() or platform.machine()}x{os.cpu_count()}"
+
+
+def versions() -> str:
+    parts = [f"torch={torch.__version__}"]
+    for name in ("triton", "numba", "liger_kernel", "trl", "transformers", "torchcodec"):
+        try:
+            module = __import__(name)
+            parts.append(f"{name}={getattr(module, '__version__', '?')}")
+        except Exception:  # not installed, or broken on this machine: the row says so by omission
+            continue
+    return " ".join(parts)
+
+
+def git_sha() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).parent, timeout=5)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def sync(device: torch.device | str) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_ms(fn, device: torch.device | str, *, warmup: int = 2, reps: int = 7) -> float:
+    """Median wall time of fn() in milliseconds."""
+    if torch.device(device).type == "cuda":
+        import triton.testing
+        return float(triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median"))
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def peak_memory_bytes(fn, device: torch.device | str) -> int:
+    """Peak memory fn() allocates above what was allocated before the call."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        fn()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - base
+    base = _rss_bytes()
+    peak = [base]
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], _rss_bytes())
+            time.sleep(0.001)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        fn()
+    finally:
+        done.set()
+        thread.join()
+    peak[0] = max(peak[0], _rss_bytes())
+    return peak[0] - base
+
+
+def memory_bandwidth_gbs(device: torch.device | str, nbytes: int = 1 << 28) -> float:
+    """Measured copy bandwidth (read + write bytes per second, GB/s) of this device right now."""
+    src = torch.empty(nbytes, dtype=torch.uint8, device=device)
+    dst = torch.empty_like(src)
+    ms = time_ms(lambda: dst.copy_(src), device)
+    return 2 * nbytes / (ms * 1e-3) / 1e9
+
+
+def append_rows(csv_name: str, rows: list[dict]) -> Path:
+    """Append long-format rows to benchmarks/results/<csv_name>, filling the common columns."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / csv_name
+    stamp = {"versions": versions(), "git_sha": git_sha(),
+             "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    new = not path.exists()
+    with open(path, "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=FIELDS)
+        if new:
+            writer.writeheader()
+        for row in rows:
+            writer.writerow({**stamp, **row})
+    return path
+
+
+def print_table(rows: list[dict], columns=("what", "provider", "mode", "shape", "dtype", "metric", "median", "unit")) -> None:
+    widths = {c: max(len(c), *(len(_fmt(r.get(c))) for r in rows)) for c in columns} if rows else {}
+    print("  ".join(c.ljust(widths[c]) for c in columns))
+    for r in rows:
+        print("  ".join(_fmt(r.get(c)).ljust(widths[c]) for c in columns))
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "" if value is None else str(value)

@@ -1,0 +1,1 @@
+"""numba CPU kernels of tempo_fast.ops, one module per op; imported only when a numba backend runs."""
