@@ -9,6 +9,10 @@ import pytest
 import torch
 
 HAS_CUDA = torch.cuda.is_available()
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # One intra-op thread per xdist worker: two workers sharing two cores with two threads
+    # each made small CPU ops up to 100x slower through oversubscription.
+    torch.set_num_threads(1)
 if not HAS_CUDA:
     os.environ.setdefault("TRITON_INTERPRET", "1")
 

@@ -1,27 +1,13 @@
 """Video into model inputs: decode (torchcodec CPU/CUDA, DALI), SAA sampling, ETA layout and
 on-device preprocessing into Qwen2.5-VL / Qwen3-VL video inputs.
 
-Names are resolved on first use, so `import tempo_fast.video` loads no decoder library.
+Importing this package loads no decoder library: torchcodec, PyAV and DALI are imported by the
+functions that use them.
 """
-import importlib
+from .decode import Frames, VideoError, decode, probe
+from .eta import eta_position_ids, eta_prompt
+from .preprocess import smart_resize, video_inputs
+from .saa import choose_budget, saa_density, saa_sample, saa_slot_times
 
-_EXPORTS = {
-    # decode.py
-    "Frames": "decode", "VideoError": "decode", "decode": "decode", "probe": "decode",
-    # saa.py
-    "saa_sample": "saa", "saa_density": "saa", "saa_slot_times": "saa", "choose_budget": "saa",
-    # eta.py
-    "eta_prompt": "eta", "eta_position_ids": "eta",
-    # preprocess.py
-    "smart_resize": "preprocess", "video_inputs": "preprocess",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'tempo_fast.video' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    globals()[name] = value
-    return value
+__all__ = ["Frames", "VideoError", "choose_budget", "decode", "eta_position_ids", "eta_prompt", "probe",
+           "saa_density", "saa_sample", "saa_slot_times", "smart_resize", "video_inputs"]

@@ -1,0 +1,1 @@
+"""Drop-in adapters that make other trainers use tempo_fast kernels (imported only on request)."""

@@ -1,0 +1,200 @@
+"""On-device preprocessing of decoded frames into Qwen2-VL / Qwen2.5-VL video inputs.
+
+`video_inputs(frames)` does what transformers' `Qwen2VLVideoProcessor` does, with torch ops only,
+on the frames' device (a CUDA decode stays on the GPU: no host round trip):
+
+1. size: `smart_resize(H, W, factor=patch_size*merge_size, min_pixels, max_pixels)` (Qwen's
+   rounding rules), unless `size=(h, w)` is given (e.g. by the SAA budget chooser);
+2. resize: uint8 -> float32, `interpolate(mode="bicubic", antialias=True)` (torch's antialiased
+   bicubic is PIL's, a = -0.5), then clamp to [0, 255] and round, which is exactly what
+   torchvision's resize returns for uint8 frames and so what Qwen's processors feed the model
+   (`quantize=False` keeps the unrounded floats);
+3. rescale by 1/255 and normalise per channel: (x/255 - mean)/std (OpenAI CLIP's mean/std by
+   default), computed as (x - 255 mean)/(255 std) like transformers' fused op;
+4. pad T to a multiple of temporal_patch_size by repeating the last frame;
+5. patchify: the frames `[T, C, H, W]` viewed as
+   `[grid_t, tp, C, gh/m, m, p, gw/m, m, p]` (tp = temporal_patch_size, p = patch_size,
+   m = merge_size, gh = H/p, gw = W/p) and permuted to
+   `[grid_t, gh/m, gw/m, m, m, C, tp, p, p]`, flattened to `[grid_t*gh*gw, C*tp*p*p]`: rows
+   run over temporal patch, merged-block row, merged-block column, row and column inside the
+   block; each row holds channel, frame-in-patch, pixel row, pixel column.
+
+Timing: transformers does not know when pre-decoded frames were taken (it assumes 24 fps unless
+given video metadata), so the real pts travel with the frames. `second_per_grid_ts` (Qwen2.5-VL's
+seconds per temporal patch, used by its rotary index) is temporal_patch_size times the mean frame
+spacing (pts[-1] - pts[0]) / (T - 1): exactly 2/f for uniform sampling at f fps, as the processor
+computes from the sampled fps. For non-uniform (SAA) sampling use `slot_times` with
+`tempo_fast.video.eta`. With a single frame it is temporal_patch_size / fps (fps from the Frames
+object, else 1).
+
+Qwen3-VL uses patch_size=16 and mean = std = (0.5, 0.5, 0.5); pass those (and its own size).
+Memory: frames are resized `chunk_frames` at a time; besides the output only one chunk's float32
+copy is alive. Bytes written: N * C*tp*p*p * itemsize of the output dtype.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+# Qwen2VLVideoProcessor's default size bounds: 128 to 768 merged tokens per frame.
+VIDEO_MIN_PIXELS = 128 * 28 * 28
+VIDEO_MAX_PIXELS = 768 * 28 * 28
+
+
+def smart_resize(height: int, width: int, factor: int = 28, min_pixels: int = 56 * 56,
+                 max_pixels: int = 14 * 14 * 4 * 1280) -> tuple[int, int]:
+    """(h, w) both multiples of `factor`, h*w within [min_pixels, max_pixels] (when the bounds allow),
+    aspect ratio kept as closely as rounding permits: Qwen2-VL's rule.
+
+    First each side is rounded to the nearest multiple of `factor` (Python's round: halves go to
+    the even multiple); if that has too many pixels both sides are scaled by
+    sqrt(H*W / max_pixels) and floored to a multiple (at least `factor`); if too few, scaled by
+    sqrt(min_pixels / (H*W)) and ceiled.
+    """
+    for name, value in (("height", height), ("width", width), ("factor", factor)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"smart_resize: {name} must be a positive int, got {value!r}")
+    if min_pixels < 0 or max_pixels < 1 or min_pixels > max_pixels:
+        raise ValueError(f"smart_resize: need 0 <= min_pixels <= max_pixels and max_pixels >= 1, "
+                         f"got min_pixels={min_pixels}, max_pixels={max_pixels}")
+    if max(height, width) / min(height, width) > 200:
+        raise ValueError(f"smart_resize: aspect ratio must be at most 200, got {height}x{width} "
+                         f"({max(height, width) / min(height, width):.1f})")
+    h_bar = round(height / factor) * factor
+    w_bar = round(width / factor) * factor
+    if h_bar * w_bar > max_pixels:
+        beta = math.sqrt(height * width / max_pixels)
+        h_bar = max(factor, math.floor(height / beta / factor) * factor)
+        w_bar = max(factor, math.floor(width / beta / factor) * factor)
+    elif h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h_bar = math.ceil(height * beta / factor) * factor
+        w_bar = math.ceil(width * beta / factor) * factor
+    return h_bar, w_bar
+
+
+def _unpack(frames, pts):
+    """(data, pts, fps) from a Frames-like object, a (data, pts) pair or a tensor plus `pts`."""
+    fps = None
+    if isinstance(frames, torch.Tensor):
+        data = frames
+    elif isinstance(frames, (tuple, list)):
+        if len(frames) != 2:
+            raise ValueError(f"video_inputs: frames as a sequence must be (data, pts), got {len(frames)} items")
+        data, pts_in = frames
+        pts = pts_in if pts is None else pts
+    elif hasattr(frames, "data") and hasattr(frames, "pts"):
+        data, fps = frames.data, getattr(frames, "fps", None)
+        pts = frames.pts if pts is None else pts
+    else:
+        raise TypeError(f"video_inputs: frames must be a Frames object, a (data, pts) pair or a uint8 "
+                        f"tensor, got {type(frames).__name__}")
+    if pts is None:
+        raise ValueError("video_inputs: frame times are needed (pass a Frames object, (data, pts), or pts=); "
+                         "transformers would silently assume 24 fps here")
+    return data, pts, fps
+
+
+def _check_frames(data, pts):
+    if not isinstance(data, torch.Tensor):
+        raise TypeError(f"video_inputs: frame data must be a torch.Tensor, got {type(data).__name__}")
+    if data.dtype != torch.uint8:
+        raise TypeError(f"video_inputs: frames must be uint8 [T, C, H, W], got dtype {data.dtype}")
+    if data.dim() != 4 or data.shape[1] not in (1, 3):
+        hint = " (channels last? use data.permute(0, 3, 1, 2))" if data.dim() == 4 and data.shape[-1] in (1, 3) else ""
+        raise ValueError(f"video_inputs: frames must be [T, C, H, W] with C = 3 (or 1), got shape "
+                         f"{tuple(data.shape)}{hint}")
+    if data.shape[0] == 0:
+        raise ValueError("video_inputs: got T=0 frames; at least one frame is needed")
+    if data.shape[2] == 0 or data.shape[3] == 0:
+        raise ValueError(f"video_inputs: frames have an empty side, shape {tuple(data.shape)}")
+    pts = torch.as_tensor(pts, dtype=torch.float64).cpu()
+    if pts.dim() != 1 or pts.numel() != data.shape[0]:
+        raise ValueError(f"video_inputs: pts must be 1-D with one time per frame ({data.shape[0]}), "
+                         f"got shape {tuple(pts.shape)}")
+    if not torch.isfinite(pts).all() or bool((pts[1:] < pts[:-1]).any()):
+        raise ValueError(f"video_inputs: pts must be finite and sorted (non-decreasing), got {pts.tolist()}")
+    return pts
+
+
+def _normalise_chunk(chunk, size, scale, shift, quantize, out_dtype):
+    """uint8 `[n, C, H, W]` -> normalised `[n, C, h, w]` in out_dtype."""
+    x = chunk.float()
+    if tuple(x.shape[-2:]) != size:
+        x = F.interpolate(x, size=size, mode="bicubic", antialias=True, align_corners=False)
+        if quantize:
+            x = x.clamp_(0, 255).round_()
+    return ((x - shift) / scale).to(out_dtype)
+
+
+def video_inputs(frames, *, pts=None, min_pixels: int = VIDEO_MIN_PIXELS, max_pixels: int = VIDEO_MAX_PIXELS,
+                 size: tuple[int, int] | None = None, temporal_patch_size: int = 2, patch_size: int = 14,
+                 merge_size: int = 2, mean=OPENAI_CLIP_MEAN, std=OPENAI_CLIP_STD, device=None,
+                 dtype: torch.dtype = torch.float32, quantize: bool = True,
+                 chunk_frames: int = 32) -> dict[str, torch.Tensor]:
+    """Qwen2.5-VL video inputs from uint8 frames `[T, C, H, W]`, computed on `device`.
+
+    frames: a `tempo_fast.video.Frames`, a `(data, pts)` pair, or a tensor with `pts=` (seconds).
+    device: where to compute (default: the frames' device); the uint8 frames are moved, not floats.
+    Returns a dict:
+      pixel_values_videos `[grid_t*gh*gw, C*temporal_patch_size*patch_size**2]` dtype (1176 for Qwen2.5-VL),
+      video_grid_thw `[1, 3]` int64 (grid_t, gh, gw),
+      second_per_grid_ts `[1]` float32 (see the module docstring),
+      slot_times `[grid_t]` float64, mean time of each temporal patch (for the ETA layout);
+    all on `device`.
+    """
+    data, pts, fps = _unpack(frames, pts)
+    pts = _check_frames(data, pts)
+    for name, value in (("temporal_patch_size", temporal_patch_size), ("patch_size", patch_size),
+                        ("merge_size", merge_size), ("chunk_frames", chunk_frames)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"video_inputs: {name} must be a positive int, got {value!r}")
+    if not dtype.is_floating_point:
+        raise TypeError(f"video_inputs: dtype must be a floating dtype, got {dtype}")
+    channels = data.shape[1]
+    mean_t = torch.as_tensor(mean, dtype=torch.float64).reshape(-1)
+    std_t = torch.as_tensor(std, dtype=torch.float64).reshape(-1)
+    if mean_t.numel() != channels or std_t.numel() != channels or bool((std_t <= 0).any()):
+        raise ValueError(f"video_inputs: mean and std need {channels} values each (std > 0), "
+                         f"got mean={mean_t.tolist()}, std={std_t.tolist()}")
+    factor = patch_size * merge_size
+    if size is None:
+        size = smart_resize(int(data.shape[2]), int(data.shape[3]), factor, min_pixels, max_pixels)
+    size = tuple(int(s) for s in size)
+    if len(size) != 2 or size[0] < factor or size[1] < factor or size[0] % factor or size[1] % factor:
+        raise ValueError(f"video_inputs: size must be (h, w), multiples of patch_size*merge_size={factor}, "
+                         f"got {size}")
+
+    device = data.device if device is None else torch.device(device)
+    data = data.to(device, non_blocking=True)
+    # float32 mean and std times 1/(1/255), as transformers' fused rescale-normalise builds them
+    shift = (mean_t.float() * (1.0 / (1 / 255))).to(device).view(1, -1, 1, 1)
+    scale = (std_t.float() * (1.0 / (1 / 255))).to(device).view(1, -1, 1, 1)
+
+    n_frames, tp, p, m = data.shape[0], temporal_patch_size, patch_size, merge_size
+    grid_t, gh, gw = -(-n_frames // tp), size[0] // p, size[1] // p
+    out = torch.empty(grid_t, gh // m, gw // m, m, m, channels, tp, p, p, device=device, dtype=dtype)
+    step = max(tp, chunk_frames // tp * tp)  # whole temporal patches per chunk
+    for f0 in range(0, n_frames, step):
+        chunk = _normalise_chunk(data[f0:f0 + step], size, scale, shift, quantize, dtype)
+        if pad := -chunk.shape[0] % tp:  # only the last chunk: repeat the last frame
+            chunk = torch.cat([chunk, chunk[-1:].expand(pad, -1, -1, -1)])
+        t0 = f0 // tp
+        view = chunk.view(-1, tp, channels, gh // m, m, p, gw // m, m, p)
+        out[t0:t0 + view.shape[0]] = view.permute(0, 3, 6, 4, 7, 2, 1, 5, 8)
+
+    if n_frames > 1:
+        spg = tp * (pts[-1] - pts[0]).item() / (n_frames - 1)
+    else:
+        spg = tp / (fps if fps else 1.0)
+    padded = torch.cat([pts, pts[-1:].expand(-n_frames % tp)]).view(grid_t, tp)
+    return {
+        "pixel_values_videos": out.view(grid_t * gh * gw, channels * tp * p * p),
+        "video_grid_thw": torch.tensor([[grid_t, gh, gw]], dtype=torch.long, device=device),
+        "second_per_grid_ts": torch.tensor([spg], dtype=torch.float32, device=device),
+        "slot_times": ((padded[:, 0] + padded[:, -1]) / 2).to(device),
+    }
