@@ -3,18 +3,18 @@ long-format CSV rows in benchmarks/results/.
 
 Timing: `triton.testing.do_bench` on CUDA (it flushes L2 and reports the median in ms), a
 repeated median with warm-up on CPU. Peak memory: `torch.cuda.max_memory_allocated` above the
-pre-call level on CUDA; on CPU, the resident set sampled every millisecond by a thread (torch's
-CPU allocator has no counters), above the level before the call.
+pre-call level on CUDA; on CPU, the allocations torch's profiler records, replayed in time order
+(torch's CPU allocator keeps no counters, and the resident set misses reused buffers).
 """
 from __future__ import annotations
 
 import csv
 import datetime as _dt
+import functools
 import os
 import platform
 import statistics
 import subprocess
-import threading
 import time
 from pathlib import Path
 
@@ -72,11 +72,6 @@ def time_ms(fn, device: torch.device | str, *, warmup: int = 2, reps: int = 7) -
     return statistics.median(times)
 
 
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
 def peak_memory_bytes(fn, device: torch.device | str) -> int:
     """Peak memory fn() allocates above what was allocated before the call."""
     if torch.device(device).type == "cuda":
@@ -86,24 +81,24 @@ def peak_memory_bytes(fn, device: torch.device | str) -> int:
         fn()
         torch.cuda.synchronize()
         return torch.cuda.max_memory_allocated() - base
-    base = _rss_bytes()
-    peak = [base]
-    done = threading.Event()
+    return _cpu_peak_bytes(fn)
 
-    def sample():
-        while not done.is_set():
-            peak[0] = max(peak[0], _rss_bytes())
-            time.sleep(0.001)
 
-    thread = threading.Thread(target=sample, daemon=True)
-    thread.start()
-    try:
+def _cpu_peak_bytes(fn) -> int:
+    """CPU peak from the profiler's allocation records: each op's net allocation (its own, not its
+    children's) and each free, replayed in time order. Exact for tensors that outlive the op that
+    made them (logits, softmax, outputs, saved activations); a scratch buffer allocated and freed
+    inside one op is not seen. The resident set is no use here: glibc reuses freed buffers."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
-    finally:
-        done.set()
-        thread.join()
-    peak[0] = max(peak[0], _rss_bytes())
-    return peak[0] - base
+    steps = sorted((e.time_range.start, e.self_cpu_memory_usage) for e in prof.events() if e.self_cpu_memory_usage)
+    current = peak = 0
+    for _, delta in steps:
+        current += delta
+        peak = max(peak, current)
+    return peak
 
 
 def memory_bandwidth_gbs(device: torch.device | str, nbytes: int = 1 << 28) -> float:

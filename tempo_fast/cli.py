@@ -14,6 +14,8 @@ import sys
 COMMANDS = {
     "bench": ("tempo_fast.commands.bench", "run the benchmarks and append their rows to benchmarks/results/*.csv"),
     "eval": ("tempo_fast.commands.eval", "score a prediction file against ground truth (QVHighlights or Charades-STA)"),
+    "ground": ("tempo_fast.commands.ground", "ground one query in one video and print the scored windows as JSON"),
+    "predict": ("tempo_fast.commands.predict", "answer every query of a data set into a prediction JSONL (resumable, multi-GPU)"),
     "saa": ("tempo_fast.commands.saa", "draw a video's SAA variation curve and chosen frames to a PNG"),
     "synth": ("tempo_fast.commands.synth", "render the synthetic grounding set (videos + QVHighlights-layout annotations)"),
 }

@@ -3,7 +3,8 @@
 `load_model(name_or_path)` reads `config.json` (model_type `qwen2_5_vl` or `qwen3_vl`), builds
 the matching `*ForConditionalGeneration` with `from_pretrained` (bf16 on CUDA and fp32 on CPU
 unless `dtype` is given; SDPA attention, or flash-attention 2 when `flash_attn` imports and the
-device is CUDA) and its tokenizer with the chat template from the same folder. It never touches
+device is CUDA) and its tokenizer with the chat template from the same folder; pixel mean/std and
+per-frame pixel bounds come from its preprocessor_config.json when present. It never touches
 the network (`local_files_only=True`). `"tiny"` is the offline preset of `tempo_fast.model.tiny`.
 
 Errors name the path and what is wrong: a missing folder or config.json or tokenizer files
@@ -137,12 +138,11 @@ def _load_tokenizer(path: Path):
         raise FileNotFoundError(f"load_model: {str(path)!r} has no tokenizer files (expected one of "
                                 f"{', '.join(_TOKENIZER_FILES)})")
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    if getattr(tokenizer, "chat_template", None) is None:
-        template = path / "chat_template.jinja"
-        if not template.is_file() and (path / "chat_template.json").is_file():
+    if getattr(tokenizer, "chat_template", None) is None:  # older checkpoints keep it beside the tokenizer
+        if (path / "chat_template.jinja").is_file():
+            tokenizer.chat_template = (path / "chat_template.jinja").read_text()
+        elif (path / "chat_template.json").is_file():
             tokenizer.chat_template = json.loads((path / "chat_template.json").read_text()).get("chat_template")
-        elif template.is_file():
-            tokenizer.chat_template = template.read_text()
     return tokenizer
 
 

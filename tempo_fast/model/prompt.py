@@ -44,7 +44,7 @@ class PromptInputs:
     video_grid_thw: torch.Tensor       # [1, 3] long: (grid_t, h, w) in patches
     second_per_grid_ts: torch.Tensor | None  # [1] float32 seconds per temporal patch (None for Qwen3-VL)
     next_position: int                 # rotary id of the first generated token (position_ids.max() + 1)
-    duration: float                    # video length in seconds
+    duration: float                    # video length in seconds (Frames.duration, else the last pts)
     pts: torch.Tensor                  # float64 [T]: times of the frames given to the vision encoder
     text: str = ""                     # the prompt text, one pad per temporal patch (for logs)
 
@@ -96,13 +96,13 @@ def build_prompt(vl, frames, query: str, *, min_pixels: int | None = None, max_p
     system: the system turn (None: the model family's default, as its chat template writes).
     after_vision: "max" or "spatial", see tempo_fast.video.eta.
     """
-    data, pts, duration = _frames_pts(frames)
+    source, pts, duration = _frames_pts(frames)
     device = vl.device if device is None else torch.device(device)
     vision = vl.vision
     patch, merge, tp = int(vision.patch_size), int(vision.spatial_merge_size), int(vision.temporal_patch_size)
     from tempo_fast.video.preprocess import video_inputs
 
-    pixels = video_inputs(data, min_pixels=vl.min_pixels if min_pixels is None else min_pixels,
+    pixels = video_inputs(source, min_pixels=vl.min_pixels if min_pixels is None else min_pixels,
                           max_pixels=vl.max_pixels if max_pixels is None else max_pixels, size=size,
                           temporal_patch_size=tp, patch_size=patch, merge_size=merge, mean=vl.image_mean,
                           std=vl.image_std, device=device, dtype=vl.dtype)

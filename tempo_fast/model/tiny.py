@@ -6,9 +6,10 @@ with an offline tokenizer trained on the project's own text. Nothing is ever dow
 - `config.json` + `model.safetensors`: text model hidden 64, 2 layers, 4 heads (2 kv), head_dim 16,
   mrope_section [2, 3, 3] (sums to head_dim/2, Qwen's 1/4 : 3/8 : 3/8 split); vision tower depth 2,
   hidden 32, 2 heads, patch 14, temporal patch 2, spatial merge 2, out_hidden_size 64;
-  tokens_per_second 2 (as the released Qwen2.5-VL checkpoints). About 0.4 M parameters.
-- the tokenizer: byte-level BPE (vocabulary 1024, Qwen2's pre-tokenizer split, digits one by one so
-  every timestamp and answer number tokenizes the same way), trained with `tokenizers` on text this
+  tokens_per_second 2 (as the released Qwen2.5-VL checkpoints). About 0.22 M parameters, 0.9 MB.
+- the tokenizer: byte-level BPE (at most 1024 ids; the corpus runs out of merges at 491) with
+  Qwen2's pre-tokenizer split (digits one by one, so every timestamp and answer number tokenizes
+  the same way), trained with `tokenizers` on text this
   module writes from the synthetic set's vocabulary (`tempo_fast.data.synthetic`), the answer
   grammar, ETA timestamps and the prompt instruction. Qwen's special tokens come first (ids 0-7);
   eos = <|im_end|>, pad = <|endoftext|>; a Qwen-style chat template with video content.

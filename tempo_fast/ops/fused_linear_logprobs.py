@@ -21,9 +21,12 @@ Backends:
   accumulates grad_weight (in the weight's dtype) and grad_bias (float32). Extra memory: the
   chunk buffer (≤ 128 MiB) plus 12 bytes per row per 4096-column segment. An id >= V is not
   checked (a device sync): it gives NaN.
-- "torch" (CPU): the same scheme in torch, tiles of 32 rows × up to 32 MiB of float32 logits;
-  ids >= V raise ValueError. Rows go through the matmul in fixed 32-row blocks (the last one
-  zero-padded) because BLAS sums a row differently for small or ragged row counts.
+- "torch" (CPU): the same scheme in torch, tiles of 256 rows × up to 32 MiB of float32 logits;
+  ids >= V raise ValueError. Rows go through the matmul in fixed 256-row blocks (the last one
+  zero-padded) because BLAS sums a row differently for small or ragged row counts. 256 rows keep
+  the GEMM efficient (at N=1024, H=256, V=32000 forward+backward: 0.49 s against 3.5 s with
+  32-row blocks and 0.40 s for plain torch, which holds the logits); the price is that a call
+  with a handful of rows costs as much as one with 256.
 - `fused_linear_logprobs_ref`: the plain-torch spec (materialises the logits; for testing).
 
 Batch invariance: tile and block sizes depend on V and H only, never on N, so a row's value is
@@ -39,7 +42,7 @@ from .selective_logprobs import check_ids, check_temperature, selective_logprobs
 _OP = "fused_linear_logprobs"
 _DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 # CPU torch path: rows per matmul block, and bytes of one float32 logit tile.
-_CPU_ROWS = 32
+_CPU_ROWS = 256
 _CPU_TILE_BYTES = 32 << 20
 # Triton: vocabulary columns per forward program, and bytes of the backward chunk buffer.
 _SEGMENT_TILES = 32

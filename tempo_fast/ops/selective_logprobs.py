@@ -93,17 +93,21 @@ def _block_v(vocab: int) -> int:
     return min(_MAX_BLOCK_V, next_power_of_2(vocab))
 
 
+def _scaled_fp32(chunk: torch.Tensor, temperature: float) -> torch.Tensor:
+    """A float32 view of chunk / temperature: no copy for float32 logits at temperature 1."""
+    if chunk.dtype == torch.float32 and temperature == 1.0:
+        return chunk
+    work = chunk.float() if chunk.dtype != torch.float32 else chunk.clone()
+    return work.div_(temperature) if temperature != 1.0 else work
+
+
 def _torch_forward(x3: torch.Tensor, ids: torch.Tensor, temperature: float) -> torch.Tensor:
     a, b, vocab = x3.shape
     out = torch.empty(a, b, dtype=torch.float32, device=x3.device)
     step = max(1, _CHUNK_BYTES // (4 * vocab))
     for i in range(a):
         for r0 in range(0, b, step):
-            chunk = x3[i, r0:r0 + step]
-            work = torch.empty(chunk.shape, dtype=torch.float32, device=x3.device)
-            work.copy_(chunk)
-            if temperature != 1.0:
-                work.div_(temperature)
+            work = _scaled_fp32(x3[i, r0:r0 + step], temperature)
             # log_softmax's last-dim kernel reduces each row on its own: rows are batch-invariant.
             logp = torch.log_softmax(work, dim=-1)
             del work
@@ -120,11 +124,7 @@ def _torch_backward(x3: torch.Tensor, ids: torch.Tensor, grad: torch.Tensor, tem
     step = max(1, _CHUNK_BYTES // (4 * vocab))
     for i in range(a):
         for r0 in range(0, b, step):
-            chunk = x3[i, r0:r0 + step]
-            work = torch.empty(chunk.shape, dtype=torch.float32, device=x3.device)
-            work.copy_(chunk)
-            if temperature != 1.0:
-                work.div_(temperature)
+            work = _scaled_fp32(x3[i, r0:r0 + step], temperature)
             g = torch.softmax(work, dim=-1)
             del work
             g.neg_()

@@ -7,7 +7,8 @@ functions that use them.
 from .decode import Frames, VideoError, decode, probe
 from .eta import eta_position_ids, eta_prompt
 from .preprocess import smart_resize, video_inputs
-from .saa import choose_budget, saa_density, saa_sample, saa_slot_times
+from .saa import choose_budget, saa_density, saa_plan, saa_sample, saa_slot_times, uniform_times
 
 __all__ = ["Frames", "VideoError", "choose_budget", "decode", "eta_position_ids", "eta_prompt", "probe",
-           "saa_density", "saa_sample", "saa_slot_times", "smart_resize", "video_inputs"]
+           "saa_density", "saa_plan", "saa_sample", "saa_slot_times", "smart_resize", "uniform_times",
+           "video_inputs"]
