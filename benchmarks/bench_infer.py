@@ -107,7 +107,7 @@ def hf_generate(vl, prompt, num_samples: int, max_new_tokens: int, greedy: bool 
     """Plain transformers generation: `[G, T]` new token ids (padded with the pad id)."""
     with torch.inference_mode():
         out = vl.model.generate(**hf_inputs(prompt), do_sample=not greedy, num_return_sequences=num_samples,
-                                max_new_tokens=max_new_tokens, temperature=1.0, top_k=0, top_p=1.0,
+                                max_new_tokens=max_new_tokens, temperature=1.0,
                                 eos_token_id=vl.eos_token_ids, pad_token_id=vl.pad_token_id,
                                 stop_strings=[STOP], tokenizer=vl.tokenizer)
     return out[:, prompt.input_ids.shape[1]:]
@@ -232,9 +232,10 @@ def main(argv=None) -> int:
             for workers in (0, 2):
                 bench_predict(vl, folder, clips, args, workers)  # warm-up: decoders, caches
                 seconds, summary = bench_predict(vl, folder, clips, args, workers)
-                assert summary["errors"] == 0, summary
+                if summary["errors"]:
+                    raise RuntimeError(f"bench_infer: predict wrote error records: {summary}")
                 q = summary["queries"]
-                pshape = f"G={G}+greedy queries={q} new<={args.max_new_tokens} frames={args.frames}@{args.size[0]}x{args.size[1]}"
+                pshape = f"G={G}+greedy queries={q} " + shape.split(" ", 2)[2]
                 for metric, value, unit in (("queries_per_s", q / seconds, "1/s"),
                                             ("tokens_per_s", summary["tokens"] / seconds, "tokens/s")):
                     rows.append(dict(what="infer", provider=f"predict_workers{workers}", mode="end_to_end",

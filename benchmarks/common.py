@@ -33,12 +33,14 @@ def device_name(device: torch.device | str) -> str:
 
 
 def versions() -> str:
-    parts = [f"torch={torch.__version__}"]
-    for name in ("triton", "numba", "liger_kernel", "trl", "transformers", "torchcodec"):
+    """Installed versions of torch and the providers' packages (missing ones are left out)."""
+    from importlib import metadata
+
+    parts = []
+    for name in ("torch", "triton", "numba", "liger-kernel", "trl", "transformers", "torchcodec"):
         try:
-            module = __import__(name)
-            parts.append(f"{name}={getattr(module, '__version__', '?')}")
-        except Exception:  # not installed, or broken on this machine: the row says so by omission
+            parts.append(f"{name}={metadata.version(name)}")
+        except metadata.PackageNotFoundError:
             continue
     return " ".join(parts)
 

@@ -13,10 +13,13 @@ import sys
 # name -> (module, one-line help)
 COMMANDS = {
     "bench": ("tempo_fast.commands.bench", "run the benchmarks and append their rows to benchmarks/results/*.csv"),
+    "demo": ("tempo_fast.commands.demo", "synthetic data -> SFT -> PIR-GRPO -> held-out evaluation, baselines and ablations"),
     "eval": ("tempo_fast.commands.eval", "score a prediction file against ground truth (QVHighlights or Charades-STA)"),
     "ground": ("tempo_fast.commands.ground", "ground one query in one video and print the scored windows as JSON"),
+    "grpo": ("tempo_fast.commands.grpo", "PIR-GRPO training after SFT: rollouts, PIR rewards, fused GRPO loss (torchrun-ready)"),
     "predict": ("tempo_fast.commands.predict", "answer every query of a data set into a prediction JSONL (resumable, multi-GPU)"),
     "saa": ("tempo_fast.commands.saa", "draw a video's SAA variation curve and chosen frames to a PNG"),
+    "sft": ("tempo_fast.commands.sft", "supervised fine-tuning on teacher-forced grounding answers (resumable, torchrun)"),
     "synth": ("tempo_fast.commands.synth", "render the synthetic grounding set (videos + QVHighlights-layout annotations)"),
 }
 

@@ -49,7 +49,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Literal, Sequence
 
 import torch
 
@@ -78,7 +78,7 @@ class InferConfig:
     top_k: int = 0  # top-k sampling of the candidates (0: off)
     max_new_tokens: int = 64  # generation limit per answer
     merge_iou: float = 0.5  # candidate windows with IoU >= this (to a cluster's seed) are merged
-    score: str = "frequency"  # window score: "frequency" or "likelihood" (see the module docstring)
+    score: Literal["frequency", "likelihood"] = "frequency"  # window score: "frequency" or "likelihood" (see the module docstring)
     max_windows: int = 10  # windows kept per query (the official mAP reads 10)
     seed: int = 0  # sampling seed; each query draws from its own generator seeded by (seed, video, query)
     workers: int = 2  # threads decoding and preprocessing ahead of the model (0: inline)
@@ -179,12 +179,15 @@ def resolve_device(device: str) -> str:
     return "cpu"
 
 
-def load(config: InferConfig):
-    """The `VLModel` named by `config.model` on `config.device`."""
+def load(model, config: InferConfig):
+    """`model` if it is a loaded `VLModel`, else the one it names (None: `config.model`) loaded on
+    `config.device` in `config.dtype`."""
+    if model is not None and not isinstance(model, (str, os.PathLike)):
+        return model
     from tempo_fast.model import load_model
 
     dtype = None if config.dtype is None else getattr(torch, config.dtype)
-    return load_model(config.model, device=resolve_device(config.device), dtype=dtype,
+    return load_model(os.fspath(model or config.model), device=resolve_device(config.device), dtype=dtype,
                       attn_implementation=config.attn_implementation)
 
 
@@ -233,7 +236,8 @@ def prepare(vl, video_path, query: str, config: InferConfig) -> dict:
 
 
 def _seed(seed: int, *parts) -> int:
-    """A per-query seed: independent of query order, so reruns and shards sample the same."""
+    """A per-query seed from (seed, video id = file stem, query): independent of query order, so
+    reruns, shards and `ground` on the same video and query sample the same answers."""
     return (seed * 1_000_003 + zlib.crc32("\x00".join(map(str, parts)).encode())) % (2**63)
 
 
@@ -289,13 +293,10 @@ def ground(video_path, query: str, *, model=None, config: InferConfig | None = N
         raise ValueError(f"query must be a non-empty string, got {query!r}")
     if not os.path.isfile(video_path):
         raise FileNotFoundError(f"video file not found: {video_path}")
-    if model is None or isinstance(model, (str, os.PathLike)):
-        vl = load(InferConfig(**{**config.__dict__, "model": os.fspath(model or config.model)}))
-    else:
-        vl = model
+    vl = load(model, config)
     start = time.perf_counter()  # the query's time, not the model's loading
     prepared = prepare(vl, video_path, query, config)
-    result = Grounder(vl, config).answer(prepared, _seed(config.seed, os.fspath(video_path), query))
+    result = Grounder(vl, config).answer(prepared, _seed(config.seed, Path(video_path).stem, query))
     result.pop("tokens")
     timing = {"decode_s": prepared["decode_s"], "preprocess_s": prepared["preprocess_s"], **result["timing"],
               "total_s": time.perf_counter() - start}
@@ -396,6 +397,8 @@ def _start_group(device: str) -> bool:
     if dist.is_initialized():
         return False
     backend = "nccl" if device.startswith("cuda") else "gloo"
+    if backend == "nccl":  # all_gather_object and barrier use the current CUDA device
+        torch.cuda.set_device(torch.device(device))
     # Ranks wait at the barrier for the slowest shard: allow far longer than the 30 min default.
     dist.init_process_group(backend, timeout=datetime.timedelta(hours=48))
     return True
@@ -419,8 +422,9 @@ def predict(annotations, videos_dir, *, model=None, out, config: InferConfig | N
     model: a `VLModel` or a name for `load_model`; None: `config.model`. rank / world_size: this
     process's shard when ranks run as separate processes without a process group (default: RANK and
     WORLD_SIZE from the environment, with torchrun's process group when WORLD_SIZE > 1).
-    Returns this rank's summary: queries, skipped, errors, seconds, queries_per_s, tokens, tokens_per_s,
-    the summed timing and the output path.
+    Returns the summary: queries, skipped, errors, tokens, seconds, queries_per_s, tokens_per_s, the
+    per-stage times summed over queries and the output path; under a process group summed over all
+    ranks (seconds: the slowest rank's), else this rank's.
     """
     from tempo_fast.data import load_annotations
     from tqdm import tqdm
@@ -444,8 +448,8 @@ def predict(annotations, videos_dir, *, model=None, out, config: InferConfig | N
     mine = records[rank::world_size]
     todo = [r for r in mine if _key(r.id) not in skip]
 
-    vl = load(InferConfig(**{**config.__dict__, "model": os.fspath(model or config.model)})) \
-        if model is None or isinstance(model, (str, os.PathLike)) else model
+    vl = load(model, config)
+    pixel_bounds(vl, config)  # a bad setting fails here, not as one error record per query
     made_group = _start_group(str(vl.device)) if grouped else False
     grounder = Grounder(vl, config)
     totals = {k: 0.0 for k in TIMING_KEYS[:4]}
@@ -491,19 +495,21 @@ def predict(annotations, videos_dir, *, model=None, out, config: InferConfig | N
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
-    seconds = time.perf_counter() - start
+    counts = {"queries": len(todo), "skipped": len(mine) - len(todo), "errors": errors, "tokens": tokens,
+              "seconds": time.perf_counter() - start, **totals}
     if grouped:
         import torch.distributed as dist
 
-        dist.barrier()
+        every = [None] * world_size
+        dist.all_gather_object(every, counts)  # doubles as the barrier before the merge
         if rank == 0:
             merge_shards(out, world_size, [r.id for r in records])
         dist.barrier()
         if made_group:
             dist.destroy_process_group()
-    return {"rank": rank, "world_size": world_size, "queries": len(todo), "skipped": len(mine) - len(todo),
-            "errors": errors, "seconds": round(seconds, 3),
-            "queries_per_s": round(len(todo) / seconds, 4) if seconds > 0 else 0.0, "tokens": tokens,
-            "tokens_per_s": round(tokens / seconds, 2) if seconds > 0 else 0.0,
-            **{k: round(v, 3) for k, v in totals.items()},
+        counts = {k: (max if k == "seconds" else sum)(c[k] for c in every) for k in counts}
+    seconds = counts["seconds"]
+    return {"rank": rank, "world_size": world_size, **{k: round(v, 3) for k, v in counts.items()},
+            "queries_per_s": round(counts["queries"] / seconds, 4) if seconds > 0 else 0.0,
+            "tokens_per_s": round(counts["tokens"] / seconds, 2) if seconds > 0 else 0.0,
             "out": str(out if grouped or world_size == 1 else target)}

@@ -244,6 +244,9 @@ class RolloutEngine:
                              f"{None if ids is None else tuple(ids.shape)}")
         sampling, G = self.sampling, num_samples
         device = self.vl.device
+        if ids.device != device:
+            raise ValueError(f"RolloutEngine.generate: the prompt is on {ids.device}, the model on {device}; "
+                             "build the prompt with device=vl.device or move it with prompt.to(...)")
         length, max_new = ids.shape[1], sampling.max_new_tokens
         capacity = -(-(length + max_new) // self.cache_block) * self.cache_block
         with torch.inference_mode():

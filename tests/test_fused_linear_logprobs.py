@@ -111,21 +111,28 @@ def test_errors_name_the_bad_value():
 
 
 MEMORY_SCRIPT = textwrap.dedent("""
-    import resource, torch
+    import torch
     from tempo_fast.ops import fused_linear_logprobs
     torch.manual_seed(0)
     n, h, v = 2048, 128, 131072
     hidden = torch.randn(n, h, requires_grad=True)
     weight = (torch.randn(v, h) * 0.05).requires_grad_()
     ids = torch.randint(0, v, (n,))
-    rss_now = lambda: int(open("/proc/self/statm").read().split()[1]) * resource.getpagesize()
-    before = rss_now()
+
+    def status_kib(field):
+        for line in open("/proc/self/status"):
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+
+    # Reset the process's peak resident set (VmHWM) to the current one, so that what imports and
+    # setup touched before this point does not count.
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    before = status_kib("VmRSS")
     out = fused_linear_logprobs(hidden, weight, ids, backend="torch")
     out.sum().backward()
-    # ru_maxrss is the process's peak (KiB on Linux); against the current RSS it can only overstate.
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    grads = weight.grad.numel() * 4 + hidden.grad.numel() * 4
-    print((peak - before - grads) / 2**20)
+    grads_kib = (weight.grad.numel() + hidden.grad.numel()) * 4 / 1024
+    print((status_kib("VmHWM") - before - grads_kib) / 1024)
 """)
 
 

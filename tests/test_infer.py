@@ -2,6 +2,7 @@
 tiny clip with the tiny model, `predict` end to end (error records, resume, retries, sharding and
 merge, the metrics reading its output) and the commands' argument errors."""
 import json
+import math
 import os
 import socket
 
@@ -106,16 +107,18 @@ def test_ground_tiny_shape(clips, vl):
     json.dumps(result)
 
 
-def _scripted(monkeypatch, greedy_text, sample_texts):
-    """RolloutEngine.generate returning fixed texts; counts its calls."""
+def _scripted(monkeypatch, greedy_text, sample_texts, sample_logprobs=None):
+    """RolloutEngine.generate returning fixed texts (one-token answers of the given log-probs)."""
     calls = []
 
     def generate(self, prompt, num_samples, *, generator=None):
         texts = [greedy_text] if self.sampling.greedy else list(sample_texts[:num_samples])
         calls.append(num_samples)
         g = len(texts)
+        lp = torch.zeros(g, 1) if self.sampling.greedy or sample_logprobs is None else \
+            torch.tensor(sample_logprobs[:g]).reshape(g, 1)
         return rollout.Rollout(completion_ids=torch.zeros(g, 1, dtype=torch.long), completion_mask=torch.ones(g, 1),
-                               logprobs=torch.zeros(g, 1), lengths=torch.ones(g, dtype=torch.long), texts=texts,
+                               logprobs=lp, lengths=torch.ones(g, dtype=torch.long), texts=texts,
                                timing={"prefill_s": 0.0})
 
     monkeypatch.setattr(rollout.RolloutEngine, "generate", generate)
@@ -133,6 +136,13 @@ def test_ground_scripted_answers(clips, vl, monkeypatch):
     assert result["windows"] == [[1.0, end, 0.5], [0.2, 0.8, 0.25]]
     assert result["refused"] is False and result["refusal_score"] == pytest.approx(1 / 3, abs=1e-4)
     assert calls == [1, 3]
+    # likelihood scoring: answer weights exp(log-prob) = 1 (greedy), 1/2, 1, 1/4 -> total 2.75
+    _scripted(monkeypatch, "<answer>1.0 to 9.0</answer>", ["<answer>1 to 8</answer>", "<answer>none</answer>",
+                                                           "<answer>0.2 to 0.8</answer>"],
+              [math.log(0.5), 0.0, math.log(0.25)])
+    result = infer.ground(clips / "va.mp4", "the red circle moves", model=vl,
+                          config=InferConfig(**{**SMALL, "num_samples": 3, "score": "likelihood"}))
+    assert result["windows"] == [[1.0, end, round(1.5 / 2.75, 4)], [0.2, 0.8, round(0.25 / 2.75, 4)]]
     _scripted(monkeypatch, "<answer>none</answer>", ["<answer>none</answer>"] * 3)
     result = infer.ground(clips / "va.mp4", "a dog", model=vl, config=config)
     assert result["refused"] is True and result["refusal_score"] == 1.0 and result["windows"] == []
@@ -285,14 +295,16 @@ def test_ground_command(clips, tmp_path, capsys):
 def test_config_flags_override_file(tmp_path):
     import argparse
 
-    from tempo_fast.commands.ground import add_config_arguments, config_from_args
+    from tempo_fast.commands.ground import add_infer_arguments, infer_config
 
     parser = argparse.ArgumentParser()
-    add_config_arguments(parser)
+    parser.add_argument("--out")
+    add_infer_arguments(parser)
     path = tmp_path / "c.json"
     path.write_text(json.dumps({"num_frames": 8, "alpha": 0.0, "dtype": "bfloat16"}))
-    args = parser.parse_args(["--config", str(path), "--num-frames", "6", "--dtype", "none", "--no-decode-resize"])
-    assert config_from_args(args) == InferConfig(num_frames=6, alpha=0.0, dtype=None, decode_resize=False)
+    args = parser.parse_args(["--config", str(path), "--num-frames", "6", "--dtype", "none", "--no-decode-resize",
+                              "--out", "x"])
+    assert infer_config(args) == InferConfig(num_frames=6, alpha=0.0, dtype=None, decode_resize=False)
 
 
 def test_predict_command_errors(tmp_path, capsys):

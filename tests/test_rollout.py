@@ -87,6 +87,51 @@ def test_greedy_equals_transformers_generate(vl, timestamps):
                                atol=1e-4, rtol=1e-4)
 
 
+def _tiny_qwen3_vl():
+    """A random 2-layer Qwen3-VL (interleaved MRoPE, deepstack) with the tiny preset's tokenizer."""
+    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
+
+    from tempo_fast.model import VLModel
+    from tempo_fast.model.tiny import build_tokenizer
+
+    tok = build_tokenizer()
+    ids = {t: tok.convert_tokens_to_ids(t) for t in ("<|endoftext|>", "<|im_end|>", "<|video_pad|>",
+                                                        "<|image_pad|>", "<|vision_start|>", "<|vision_end|>")}
+    text = dict(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                rope_parameters={"rope_type": "default", "rope_theta": 5e6, "mrope_section": [2, 3, 3],
+                                 "mrope_interleaved": True})
+    vision = dict(depth=1, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=16, spatial_merge_size=2,
+                  temporal_patch_size=2, out_hidden_size=64, deepstack_visual_indexes=[0], num_position_embeddings=64)
+    config = Qwen3VLConfig(text_config=text, vision_config=vision, video_token_id=ids["<|video_pad|>"],
+                           image_token_id=ids["<|image_pad|>"], vision_start_token_id=ids["<|vision_start|>"],
+                           vision_end_token_id=ids["<|vision_end|>"], tie_word_embeddings=False)
+    state = torch.random.get_rng_state()
+    torch.manual_seed(0)
+    model = Qwen3VLForConditionalGeneration(config).eval()
+    torch.random.set_rng_state(state)
+    with torch.no_grad():
+        model.lm_head.weight.mul_(20)
+    model.generation_config.eos_token_id = [ids["<|im_end|>"]]
+    model.generation_config.pad_token_id = ids["<|endoftext|>"]
+    return VLModel(model=model, tokenizer=tok, family="qwen3_vl", path=".")
+
+
+def test_qwen3_vl_greedy_equals_transformers_generate():
+    from tempo_fast.model import build_prompt, forward_kwargs
+
+    vl = _tiny_qwen3_vl()
+    data, pts = _frames(0, side=64)
+    prompt = build_prompt(vl, (data, pts), "the red circle moves", min_pixels=64 * 64, max_pixels=64 * 64)
+    assert int(prompt.position_ids[0, 0, -1]) + 1 == prompt.next_position
+    out = RolloutEngine(vl, SamplingConfig(max_new_tokens=12, greedy=True)).generate(prompt, 2)
+    with torch.no_grad():
+        ref = vl.model.generate(**forward_kwargs(prompt), do_sample=False, max_new_tokens=12)
+    ref = ref[0, prompt.input_ids.shape[1]:].tolist()
+    n = int(out.lengths[0])
+    assert n == min(12, len(ref)) and out.completion_ids[:, :n].tolist() == [ref[:n]] * 2
+
+
 def test_top_k1_and_cold_temperature_equal_greedy(vl, prompt):
     greedy = RolloutEngine(vl, SamplingConfig(max_new_tokens=10, greedy=True)).generate(prompt, 1)
     ids = greedy.completion_ids[0]
@@ -262,7 +307,8 @@ def test_stop_string_over_several_tokens(vl, prompt):
 
 
 def test_max_new_tokens_one(vl, prompt):
-    out = RolloutEngine(vl, SamplingConfig(max_new_tokens=1)).generate(prompt, 8, generator=torch.Generator().manual_seed(0))
+    engine = RolloutEngine(vl, SamplingConfig(max_new_tokens=1))
+    out = engine.generate(prompt, 8, generator=torch.Generator().manual_seed(0))
     assert out.completion_ids.shape == (8, 1) and out.lengths.tolist() == [1] * 8
     assert out.timing["steps"] == 1
     ref = _teacher_forced_logprobs(vl, prompt, out.completion_ids[3], 1.0)

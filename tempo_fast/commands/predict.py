@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 from pathlib import Path
 
-from tempo_fast.commands.ground import add_config_arguments, config_from_args
+from tempo_fast.commands.ground import add_infer_arguments, infer_config
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--merge", action="store_true",
                         help="only merge the rank shards of --out (written with --rank/--world-size) into --out")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="show a progress bar")
-    add_config_arguments(parser)
+    add_infer_arguments(parser)
 
 
 def _shard_ranks(out: Path) -> list[int]:
@@ -69,7 +70,10 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("give --rank and --world-size together")
         from tempo_fast.infer import predict
 
-        config = config_from_args(args)
+        config = infer_config(args)
+        if args.rank is not None or int(os.environ.get("RANK", 0)) == 0:
+            from tempo_fast.config import print_config
+            print_config(config)
         summary = predict(args.annotations, args.videos, out=args.out, config=config, rank=args.rank,
                           world_size=args.world_size, retry_errors=args.retry_errors, progress=args.progress)
     except (OSError, ValueError) as err:  # missing files, bad annotations or settings

@@ -1,0 +1,30 @@
+"""`tempo-fast grpo [--config F] [flags]`: PIR-GRPO training (tempo_fast.train.grpo).
+
+Flags come from `tempo_fast.train.config.GRPOConfig` (`--init-from`, `--num-generations`,
+`--optim-lr`, `--run-steps`, `--data-root`, ...); `--config FILE` (JSON or TOML) is read first and
+flags override it. Under `torchrun` every process runs this same command.
+"""
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from tempo_fast.config import add_dataclass_arguments
+    from tempo_fast.train.config import GRPOConfig
+
+    add_dataclass_arguments(parser, GRPOConfig)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tempo_fast.config import config_from_args
+    from tempo_fast.train.config import GRPOConfig
+    from tempo_fast.train.grpo import train_grpo
+
+    try:
+        cfg = config_from_args(GRPOConfig, args)
+    except (TypeError, ValueError) as exc:  # a bad flag value or config file
+        raise SystemExit(f"tempo-fast grpo: {exc}") from None
+    final = train_grpo(cfg)
+    print(f"tempo-fast grpo: final checkpoint {final}")
+    return 0

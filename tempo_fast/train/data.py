@@ -1,0 +1,171 @@
+"""Training samples: the synthetic set on disk, PIR negatives mixed in, frames decoded once, a
+resumable shuffled order.
+
+- `prepare_synthetic(data_cfg)`: renders the synthetic set into `data_cfg.root` when it is missing
+  or smaller than asked (rank 0 only under torchrun; the others wait), then loads every split and
+  the facts sidecar.
+- `GroundingSamples(records, vl, data_cfg, facts=...)`: map-style set. The first `max_samples`
+  relevant records, of which `irrelevant_fraction` / `partial_fraction` are replaced by PIR samples
+  (`tempo_fast.data.make_pir_samples`, seeded by `data_cfg.seed`, exact with the facts); item i is
+  a `Sample(prompt, record, relevance, target)` with `target = format_answer(windows or None)`.
+  Each video's frames are decoded once (SAA, or uniform times) and kept in memory: the synthetic
+  clips are tiny (8 frames of 64x64 are 100 KB). Prompts are built on access (tokenizing is cheap
+  next to a forward pass) on `device`.
+- `SampleOrder(n, seed)`: an endless sequence of epochs, each a fresh permutation seeded by
+  (seed, epoch) alone, so the order depends on nothing but its (epoch, position) state.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from tempo_fast.data.loaders import GroundingRecord
+
+
+@dataclass
+class Sample:
+    """One training sample: the model's prompt and the answer it should give."""
+
+    prompt: object              # tempo_fast.model.PromptInputs of the video + query
+    record: GroundingRecord     # the (possibly PIR) record it came from
+    relevance: str              # "relevant", "irrelevant" or "partial"
+    target: str                 # the answer text, `<answer>s to e</answer>` or `<answer>none</answer>`
+
+
+def _split_records(root: Path, split: str):
+    from tempo_fast.data.loaders import load_qvhighlights
+
+    return list(load_qvhighlights(root / f"{split}.jsonl", root / "videos"))
+
+
+def prepare_synthetic(data_cfg, *, progress: bool = False):
+    """(root, {split: records}, facts) of the synthetic set in `data_cfg.root`, rendered if needed."""
+    from tempo_fast.data.synthetic import SPLITS, SynthConfig, generate_synthetic, load_facts
+    from tempo_fast.train.dist import barrier, is_main
+
+    root = Path(data_cfg.root)
+    if is_main():
+        facts_file = root / "facts.jsonl"
+        have = sum(1 for line in open(facts_file, encoding="utf-8") if line.strip()) if facts_file.is_file() else 0
+        if have != data_cfg.num_videos or not all((root / f"{s}.jsonl").is_file() for s in SPLITS):
+            config = SynthConfig(num_videos=data_cfg.num_videos, seed=data_cfg.seed, width=data_cfg.clip_size,
+                                 height=data_cfg.clip_size)
+            generate_synthetic(root, config, progress=progress)
+    barrier()
+    records = {split: _split_records(root, split) for split in SPLITS}
+    return root, records, load_facts(root)
+
+
+def _pir_records(records: list, data_cfg, facts) -> list:
+    from tempo_fast.data.pir import PIRConfig, make_pir_samples
+
+    if data_cfg.irrelevant_fraction == 0 and data_cfg.partial_fraction == 0:
+        return records
+    if any(r.relevance != "relevant" for r in records):
+        return records  # PIR samples already made by the caller
+    pir = PIRConfig(irrelevant_fraction=data_cfg.irrelevant_fraction, partial_fraction=data_cfg.partial_fraction)
+    return make_pir_samples(records, pir, seed=data_cfg.seed, facts=facts)
+
+
+class GroundingSamples:
+    """Map-style training set over (PIR-mixed) records; frames cached per video."""
+
+    def __init__(self, records, vl, data_cfg, *, facts=None, device="cpu"):
+        records = list(records)
+        if data_cfg.max_samples is not None:
+            records = records[:data_cfg.max_samples]
+        if not records:
+            raise ValueError("GroundingSamples: no records (empty split, or max_samples=0)")
+        for record in records:
+            if record.video_path is None:
+                raise ValueError(f"GroundingSamples: record {record.id!r} has no video path "
+                                 "(load the annotations with a videos folder)")
+        self.records = _pir_records(records, data_cfg, facts)
+        self.vl = vl
+        self.cfg = data_cfg
+        self.device = torch.device(device)
+        self._frames: dict[str, object] = {}
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def counts(self) -> dict[str, int]:
+        """How many samples of each relevance kind."""
+        out = {"relevant": 0, "irrelevant": 0, "partial": 0}
+        for record in self.records:
+            out[record.relevance] += 1
+        return out
+
+    def frames(self, record: GroundingRecord):
+        """The video's sampled frames (decoded on first use, then cached)."""
+        key = str(record.video_path)
+        if key not in self._frames:
+            self._frames[key] = sample_frames(record.video_path, self.cfg, duration=record.duration)
+        return self._frames[key]
+
+    def __getitem__(self, index: int) -> Sample:
+        from tempo_fast.model import build_prompt
+        from tempo_fast.rewards import format_answer
+
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"GroundingSamples: index {index} out of range for {len(self)} samples")
+        record = self.records[index]
+        prompt = build_prompt(self.vl, self.frames(record), record.query, min_pixels=self.cfg.min_pixels,
+                              max_pixels=self.cfg.max_pixels, device=self.device)
+        target = format_answer(record.windows if record.windows else None)
+        return Sample(prompt=prompt, record=record, relevance=record.relevance, target=target)
+
+
+def sample_frames(path, data_cfg, *, duration: float | None = None):
+    """`data_cfg.num_frames` frames of the video at `path`: SAA (`alpha`) or uniform times."""
+    from tempo_fast.video import decode, probe, saa_sample, uniform_times
+
+    if data_cfg.sampling == "saa":
+        return saa_sample(path, data_cfg.num_frames, alpha=data_cfg.alpha)
+    if data_cfg.sampling != "uniform":
+        raise ValueError(f"sample_frames: sampling must be 'saa' or 'uniform', got {data_cfg.sampling!r}")
+    if duration is None:
+        duration = probe(path).duration
+    times = uniform_times(duration, data_cfg.num_frames)
+    frames = decode(path, timestamps=times)
+    frames.pts = times.clone()  # the times asked for, as saa_sample reports them
+    return frames
+
+
+class SampleOrder:
+    """Shuffled sample indices, epoch after epoch, resumable from (epoch, position)."""
+
+    def __init__(self, n: int, seed: int = 0):
+        if n < 1:
+            raise ValueError(f"SampleOrder: n must be >= 1, got {n}")
+        self.n, self.seed = int(n), int(seed)
+        self.epoch, self.position = 0, 0
+        self._perm = self._permutation(0)
+
+    def _permutation(self, epoch: int) -> list[int]:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        return torch.randperm(self.n, generator=generator).tolist()
+
+    def take(self, k: int) -> list[int]:
+        """The next `k` indices (crossing into the next epoch when this one runs out)."""
+        out = []
+        while len(out) < k:
+            if self.position == self.n:
+                self.epoch, self.position = self.epoch + 1, 0
+                self._perm = self._permutation(self.epoch)
+            grab = min(k - len(out), self.n - self.position)
+            out.extend(self._perm[self.position:self.position + grab])
+            self.position += grab
+        return out
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "position": self.position, "n": self.n, "seed": self.seed}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("n", self.n) != self.n or state.get("seed", self.seed) != self.seed:
+            raise ValueError(f"SampleOrder: state is for n={state.get('n')}, seed={state.get('seed')}; "
+                             f"this order has n={self.n}, seed={self.seed} (did the data settings change?)")
+        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+        self._perm = self._permutation(self.epoch)

@@ -1,0 +1,156 @@
+"""Held-out evaluation of a grounding model, and the trivial baselines it must beat.
+
+`evaluate_grounding(vl, records, data_cfg=...)` answers every record greedily (one shared-prefill
+rollout per prompt through `tempo_fast.rollout.RolloutEngine`), parses each answer with
+`tempo_fast.rewards.parse_answer` (windows clipped to the video's duration) and scores the answers;
+`baselines(records)` scores three answers that need no model:
+    "whole"   the whole video as the window (never refuses),
+    "random"  one window with both ends uniform in [0, duration], seeded,
+    "refuse"  always refuse.
+
+Metrics (`score_answers`, all in percent with two decimals, as `tempo-fast eval` prints them):
+    R1@0.5, R1@0.7, mIoU   over the relevant records: the IoU of the answer's FIRST window with the
+                           best-overlapping ground-truth window; a refusal or an answer without a
+                           readable window counts as IoU 0 (`tempo_fast.metrics.evaluate_charades`);
+    refusal_acc            over the irrelevant and partially irrelevant records: the share refused;
+    false_refusal          over the relevant records: the share refused.
+"Refused" is the parser's `Answer.refused` (an explicit `none` or a refusing phrase); an unreadable
+answer is neither a window nor a refusal. A rate over no record is NaN. The dict also holds the
+record counts (`num_relevant`, `num_negative`), the refusal accuracy per negative kind
+(`refusal_acc_irrelevant`, `refusal_acc_partial`) and the share of well-formed answers
+(`well_formed`, over all records; NaN for baselines).
+
+Prompts are built as in training (`tempo_fast.train.data.sample_frames` and `model.build_prompt`
+under the same `DataConfig`: sampling, num_frames, alpha, min/max pixels), frames decoded once per
+video.
+"""
+from __future__ import annotations
+
+import math
+import random
+from typing import Callable, Sequence
+
+METRIC_KEYS = ("R1@0.5", "R1@0.7", "mIoU", "refusal_acc", "false_refusal")
+BASELINES = ("whole", "random", "refuse")
+
+
+def _pct(numerator: float, denominator: int) -> float:
+    return round(100.0 * numerator / denominator, 2) if denominator else math.nan
+
+
+def _duration(record) -> float:
+    duration = record.duration
+    if duration is None or not (isinstance(duration, (int, float)) and math.isfinite(duration) and duration > 0):
+        raise ValueError(f"evaluate: record {record.id!r} needs a finite duration > 0 seconds, got {duration!r}")
+    return float(duration)
+
+
+def score_answers(records: Sequence, answers: Sequence) -> dict:
+    """The metrics of the module docstring for `answers[i]` (a `rewards.Answer`) to `records[i]`."""
+    from tempo_fast.metrics import evaluate_charades
+
+    records, answers = list(records), list(answers)
+    if len(records) != len(answers):
+        raise ValueError(f"score_answers: {len(records)} records but {len(answers)} answers")
+    relevant = [i for i, r in enumerate(records) if r.relevance == "relevant"]
+    for i in relevant:
+        if not records[i].windows:
+            raise ValueError(f"score_answers: relevant record {records[i].id!r} has no ground-truth window")
+    negative = [i for i in range(len(records)) if i not in set(relevant)]
+    out = {"R1@0.5": math.nan, "R1@0.7": math.nan, "mIoU": math.nan}
+    if relevant:
+        preds = [{"qid": i, "pred_relevant_windows": [list(w) for w in answers[i].windows[:1]]} for i in relevant]
+        gts = [{"qid": i, "relevant_windows": [list(w) for w in records[i].windows]} for i in relevant]
+        charades = evaluate_charades(preds, gts)
+        out.update({k: charades[k] for k in ("R1@0.5", "R1@0.7", "mIoU")})
+    out["refusal_acc"] = _pct(sum(answers[i].refused for i in negative), len(negative))
+    out["false_refusal"] = _pct(sum(answers[i].refused for i in relevant), len(relevant))
+    out["num_relevant"], out["num_negative"] = len(relevant), len(negative)
+    for kind in ("irrelevant", "partial"):
+        of_kind = [i for i in negative if records[i].relevance == kind]
+        out[f"refusal_acc_{kind}"] = _pct(sum(answers[i].refused for i in of_kind), len(of_kind))
+    return out
+
+
+def baselines(records: Sequence, *, seed: int = 0) -> dict:
+    """{"whole", "random", "refuse"} -> metrics (module docstring) of the trivial answers."""
+    from tempo_fast.rewards import Answer
+
+    records = list(records)
+    rng = random.Random(seed)
+    whole, rand = [], []
+    for record in records:
+        duration = _duration(record)
+        whole.append(Answer(windows=((0.0, duration),), refused=False, well_formed=True))
+        a, b = sorted((rng.uniform(0.0, duration), rng.uniform(0.0, duration)))
+        rand.append(Answer(windows=((a, b),), refused=False, well_formed=True))
+    refuse = [Answer(windows=(), refused=True, well_formed=True)] * len(records)
+    out = {}
+    for name, answers in (("whole", whole), ("random", rand), ("refuse", refuse)):
+        out[name] = {**score_answers(records, answers), "well_formed": math.nan}
+    return out
+
+
+def record_prompts(vl, records: Sequence, data_cfg) -> list:
+    """One `PromptInputs` per record (frames decoded once per video), on the model's device."""
+    from tempo_fast.model import build_prompt
+    from tempo_fast.train.data import sample_frames
+
+    frames_of, prompts = {}, []
+    for record in records:
+        if record.video_path is None:
+            raise ValueError(f"evaluate: record {record.id!r} has no video_path (load the annotations with videos_dir)")
+        key = str(record.video_path)
+        if key not in frames_of:
+            frames_of[key] = sample_frames(key, data_cfg, duration=record.duration)
+        prompts.append(build_prompt(vl, frames_of[key], record.query, min_pixels=data_cfg.min_pixels,
+                                    max_pixels=data_cfg.max_pixels, device=vl.device))
+    return prompts
+
+
+def evaluate_grounding(vl, records: Sequence, *, data_cfg, max_new_tokens: int = 32, engine=None,
+                       prompts: Sequence | Callable | None = None) -> dict:
+    """Greedy answers of `vl` to `records` (relevant, irrelevant and partial mixed), scored.
+
+    engine: anything with `.generate(prompt, 1) -> Rollout` (default: a greedy `RolloutEngine`).
+    prompts: the records' prompts (a list, or a function record -> prompt); default
+        `record_prompts(vl, records, data_cfg)`. A prompt needs a `duration` for the parser.
+    Returns the metrics of the module docstring plus `answers` (the texts) and `seconds`.
+    """
+    import time
+
+    import torch
+
+    from tempo_fast.rewards import parse_answer
+
+    records = list(records)
+    if not records:
+        raise ValueError("evaluate_grounding: no records to evaluate")
+    start = time.perf_counter()
+    if engine is None:
+        from tempo_fast.rollout import RolloutEngine, SamplingConfig
+
+        engine = RolloutEngine(vl, SamplingConfig(max_new_tokens=max_new_tokens, greedy=True))
+    if prompts is None:
+        prompts = record_prompts(vl, records, data_cfg)
+    elif callable(prompts):
+        prompts = [prompts(record) for record in records]
+    prompts = list(prompts)
+    if len(prompts) != len(records):
+        raise ValueError(f"evaluate_grounding: {len(records)} records but {len(prompts)} prompts")
+    model = getattr(vl, "model", None)
+    was_training = bool(getattr(model, "training", False))
+    if model is not None:
+        model.eval()
+    try:
+        with torch.no_grad():
+            texts = [engine.generate(prompt, 1).texts[0] for prompt in prompts]
+    finally:
+        if was_training:
+            model.train()
+    answers = [parse_answer(text, prompt.duration) for text, prompt in zip(texts, prompts)]
+    out = score_answers(records, answers)
+    out["well_formed"] = _pct(sum(a.well_formed for a in answers), len(answers))
+    out["answers"] = texts
+    out["seconds"] = round(time.perf_counter() - start, 3)
+    return out
