@@ -341,11 +341,14 @@ def test_resume_gives_the_same_steps_as_an_uninterrupted_run(data_root, tmp_path
 
 
 def test_pir_false_trains_on_relevant_samples_only(data_root, tmp_path):
-    from tempo_fast.train.grpo import setup_grpo, train_grpo
-    with_pir = setup_grpo(_train_cfg(data_root, tmp_path / "p"))["samples"].counts()
-    assert with_pir["irrelevant"] + with_pir["partial"] > 0
+    from tempo_fast.train.data import GroundingSamples, prepare_synthetic
+    from tempo_fast.train.grpo import train_grpo, training_data_config
     cfg = _train_cfg(data_root, tmp_path / "n", pir=False, run={"steps": 3})
-    assert setup_grpo(cfg)["samples"].counts() == {"relevant": 6, "irrelevant": 0, "partial": 0}
+    _, records, facts = prepare_synthetic(cfg.data)
+    counts = {pir: GroundingSamples(records["train"], None, training_data_config(dataclasses.replace(cfg, pir=pir)),
+                                    facts=facts).counts() for pir in (True, False)}
+    assert counts[True]["irrelevant"] + counts[True]["partial"] > 0
+    assert counts[False] == {"relevant": 6, "irrelevant": 0, "partial": 0}
     train_grpo(cfg)
     from tempo_fast.train.log import read_metrics
     rows = read_metrics(tmp_path / "n" / "metrics.jsonl")

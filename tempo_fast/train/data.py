@@ -58,7 +58,8 @@ def prepare_synthetic(data_cfg, *, progress: bool = False):
     return root, records, load_facts(root)
 
 
-def _pir_records(records: list, data_cfg, facts) -> list:
+def pir_records(records: list, data_cfg, facts) -> list:
+    """The records mixed with PIR samples in data_cfg's fractions (unchanged when both are 0)."""
     from tempo_fast.data.pir import PIRConfig, make_pir_samples
 
     if data_cfg.irrelevant_fraction == 0 and data_cfg.partial_fraction == 0:
@@ -82,7 +83,7 @@ class GroundingSamples:
             if record.video_path is None:
                 raise ValueError(f"GroundingSamples: record {record.id!r} has no video path "
                                  "(load the annotations with a videos folder)")
-        self.records = _pir_records(records, data_cfg, facts)
+        self.records = pir_records(records, data_cfg, facts)
         self.vl = vl
         self.cfg = data_cfg
         self.device = torch.device(device)

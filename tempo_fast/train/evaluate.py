@@ -56,7 +56,8 @@ def score_answers(records: Sequence, answers: Sequence) -> dict:
     for i in relevant:
         if not records[i].windows:
             raise ValueError(f"score_answers: relevant record {records[i].id!r} has no ground-truth window")
-    negative = [i for i in range(len(records)) if i not in set(relevant)]
+    relevant_set = set(relevant)
+    negative = [i for i in range(len(records)) if i not in relevant_set]
     out = {"R1@0.5": math.nan, "R1@0.7": math.nan, "mIoU": math.nan}
     if relevant:
         preds = [{"qid": i, "pred_relevant_windows": [list(w) for w in answers[i].windows[:1]]} for i in relevant]
@@ -85,10 +86,8 @@ def baselines(records: Sequence, *, seed: int = 0) -> dict:
         a, b = sorted((rng.uniform(0.0, duration), rng.uniform(0.0, duration)))
         rand.append(Answer(windows=((a, b),), refused=False, well_formed=True))
     refuse = [Answer(windows=(), refused=True, well_formed=True)] * len(records)
-    out = {}
-    for name, answers in (("whole", whole), ("random", rand), ("refuse", refuse)):
-        out[name] = {**score_answers(records, answers), "well_formed": math.nan}
-    return out
+    answers = dict(zip(BASELINES, (whole, rand, refuse)))
+    return {name: {**score_answers(records, answers[name]), "well_formed": math.nan} for name in BASELINES}
 
 
 def record_prompts(vl, records: Sequence, data_cfg) -> list:

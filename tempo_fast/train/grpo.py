@@ -361,6 +361,14 @@ def _grad_averager(model, world: int):
     return reduce_grads
 
 
+def training_data_config(cfg):
+    """The DataConfig samples are built with: cfg.data, without PIR samples when cfg.pir is False
+    (the ablation: relevant samples only)."""
+    if cfg.pir:
+        return cfg.data
+    return dataclasses.replace(cfg.data, irrelevant_fraction=0.0, partial_fraction=0.0)
+
+
 def setup_grpo(cfg, *, reward_fn=None) -> dict:
     """Everything the loop needs: process group, samples, policy, reference, optimizer, resume point."""
     import random
@@ -373,9 +381,9 @@ def setup_grpo(cfg, *, reward_fn=None) -> dict:
     from tempo_fast.model import load_model
     from tempo_fast.rollout import RolloutEngine, SamplingConfig
     from tempo_fast.train.checkpoint import latest_checkpoint, load_checkpoint
-    from tempo_fast.train.data import GroundingSamples, SampleOrder, _pir_records, prepare_synthetic
+    from tempo_fast.train.data import GroundingSamples, SampleOrder, pir_records, prepare_synthetic
     from tempo_fast.train.dist import all_reduce_sum, apply_fsdp, init_distributed
-    from tempo_fast.train.sft import _DTYPES, build_optimizer, prepare_model
+    from tempo_fast.train.sft import DTYPES, build_optimizer, prepare_model
 
     info = init_distributed(cfg.run.device)
     random.seed(cfg.run.seed)
@@ -388,10 +396,9 @@ def setup_grpo(cfg, *, reward_fn=None) -> dict:
     _, records, facts = prepare_synthetic(cfg.data, progress=cfg.run.progress and info.is_main)
     if cfg.data.split not in records:
         raise ValueError(f"train_grpo: data.split {cfg.data.split!r} is not one of {sorted(records)}")
-    # the ablation without PIR: relevant samples only
-    data_cfg = cfg.data if cfg.pir else dataclasses.replace(cfg.data, irrelevant_fraction=0.0, partial_fraction=0.0)
+    data_cfg = training_data_config(cfg)
     source = cfg.init_from or cfg.model.name
-    dtype = _DTYPES[cfg.model.dtype] if cfg.model.dtype else torch.float32
+    dtype = DTYPES[cfg.model.dtype] if cfg.model.dtype else torch.float32
     vl = load_model(source, device=info.device, dtype=dtype)
     prepare_model(vl, cfg.model)
     ref_model = copy.deepcopy(vl.model).eval().requires_grad_(False) if cfg.beta > 0 else None
@@ -420,7 +427,7 @@ def setup_grpo(cfg, *, reward_fn=None) -> dict:
         generator.set_state(states[info.rank % len(states)])
         if info.is_main:
             print(f"resumed from {checkpoint} at step {start}", flush=True)
-    eval_records = _pir_records(records.get("val", []), cfg.data, facts) if cfg.run.eval_every else []
+    eval_records = pir_records(records.get("val", []), cfg.data, facts) if cfg.run.eval_every else []
     return {"cfg": cfg, "info": info, "vl": vl, "ref_model": ref_model, "samples": samples, "order": order,
             "optimizer": optimizer, "scheduler": scheduler, "generator": generator,
             "engine": RolloutEngine(vl, sampling), "start": start, "out": out, "checkpoint": checkpoint,

@@ -30,7 +30,7 @@ import torch
 
 from tempo_fast.train.config import SFTConfig
 
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def target_ids(vl, target: str) -> list[int]:
@@ -226,7 +226,7 @@ def setup(cfg: SFTConfig) -> dict:
     from tempo_fast.config import print_config, save_config
     from tempo_fast.model import load_model
     from tempo_fast.train.checkpoint import latest_checkpoint, load_checkpoint
-    from tempo_fast.train.data import GroundingSamples, SampleOrder, _pir_records, prepare_synthetic
+    from tempo_fast.train.data import GroundingSamples, SampleOrder, pir_records, prepare_synthetic
     from tempo_fast.train.dist import init_distributed, wrap_model
 
     info = init_distributed(cfg.run.device)
@@ -240,7 +240,7 @@ def setup(cfg: SFTConfig) -> dict:
     _, records, facts = prepare_synthetic(cfg.data, progress=cfg.run.progress and info.is_main)
     if cfg.data.split not in records:
         raise ValueError(f"train_sft: data.split {cfg.data.split!r} is not one of {sorted(records)}")
-    dtype = _DTYPES[cfg.model.dtype] if cfg.model.dtype else torch.float32
+    dtype = DTYPES[cfg.model.dtype] if cfg.model.dtype else torch.float32
     vl = load_model(cfg.model.name, device=info.device, dtype=dtype)
     prepare_model(vl, cfg.model)
     samples = GroundingSamples(records[cfg.data.split], vl, cfg.data, facts=facts, device=info.device)
@@ -255,7 +255,7 @@ def setup(cfg: SFTConfig) -> dict:
         order.load_state_dict(restored["data_state"])
         if info.is_main:
             print(f"resumed from {checkpoint} at step {start}", flush=True)
-    eval_records = _pir_records(records.get("val", []), cfg.data, facts) if cfg.run.eval_every else []
+    eval_records = pir_records(records.get("val", []), cfg.data, facts) if cfg.run.eval_every else []
     return {"cfg": cfg, "info": info, "vl": vl, "module": module, "samples": samples, "order": order,
             "optimizer": optimizer, "scheduler": scheduler, "start": start, "out": out,
             "checkpoint": checkpoint, "eval_records": eval_records}

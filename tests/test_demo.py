@@ -1,0 +1,141 @@
+"""The demo end to end (`tempo-fast demo --quick`), and the evaluation numbers of
+tempo_fast.train.evaluate against hand-computed values."""
+import json
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from tempo_fast.data.loaders import GroundingRecord
+from tempo_fast.train.evaluate import METRIC_KEYS, baselines, evaluate_grounding
+
+
+def record(i, windows=(), relevance="relevant", duration=10.0):
+    return GroundingRecord(id=i, video_id=f"v{i}", video_path=None, duration=duration, query=f"query {i}",
+                           windows=tuple(windows), relevance=relevance)
+
+
+class StubEngine:
+    """Answers each prompt with the text it carries, as a greedy RolloutEngine would return it."""
+
+    def __init__(self):
+        self.calls = []
+
+    def generate(self, prompt, num_samples):
+        self.calls.append(num_samples)
+        return SimpleNamespace(texts=[prompt.answer] * num_samples)
+
+
+# (record, the model's answer, IoU of the first window by hand)
+HAND_MADE = [
+    (record(1, [(2, 6)]), "<answer>2 to 6</answer>", 1.0),
+    (record(2, [(0, 4)]), "<think>early</think><answer>1 to 5</answer>", 3 / 5),
+    (record(3, [(5, 10)]), "<answer>none</answer>", 0.0),                      # a false refusal
+    (record(4, [(1, 2), (6, 9)]), "<answer>6 to 8; 0 to 1</answer>", 2 / 3),   # first window, best ground truth
+    (record(5, [(8, 10)]), "<answer>8 to 14</answer>", 1.0),                   # clipped to the duration
+    (record(6, relevance="irrelevant"), "<answer>none</answer>", None),
+    (record(7, relevance="partial"), "<answer>3 to 4</answer>", None),
+    (record(8, relevance="partial"), "the event is somewhere", None),          # neither window nor refusal
+]
+
+
+def test_evaluate_grounding_gives_hand_computed_numbers():
+    records = [r for r, _, _ in HAND_MADE]
+    prompts = [SimpleNamespace(duration=r.duration, answer=a) for r, a, _ in HAND_MADE]
+    engine = StubEngine()
+    got = evaluate_grounding(None, records, data_cfg=None, engine=engine, prompts=prompts)
+    assert engine.calls == [1] * len(records)  # one greedy answer per record
+    ious = [iou for _, _, iou in HAND_MADE if iou is not None]
+    assert got["R1@0.5"] == pytest.approx(100 * 4 / 5)
+    assert got["R1@0.7"] == pytest.approx(100 * 2 / 5)
+    assert got["mIoU"] == pytest.approx(100 * sum(ious) / 5, abs=0.005)
+    assert got["false_refusal"] == pytest.approx(100 * 1 / 5)
+    assert got["refusal_acc"] == pytest.approx(100 * 1 / 3, abs=0.005)
+    assert got["refusal_acc_irrelevant"] == 100.0 and got["refusal_acc_partial"] == 0.0
+    assert got["num_relevant"] == 5 and got["num_negative"] == 3
+    assert got["well_formed"] == pytest.approx(100 * 7 / 8)
+    assert got["answers"] == [a for _, a, _ in HAND_MADE]
+
+
+def test_evaluate_grounding_prompt_function_and_empty_kinds():
+    records = [record(1, [(0, 5)]), record(2, [(5, 10)])]
+    answers = {1: "<answer>0 to 5</answer>", 2: "<answer>0 to 5</answer>"}
+    got = evaluate_grounding(None, records, data_cfg=None, engine=StubEngine(),
+                             prompts=lambda r: SimpleNamespace(duration=r.duration, answer=answers[r.id]))
+    assert got["R1@0.5"] == 50.0 and got["mIoU"] == 50.0
+    assert math.isnan(got["refusal_acc"])  # no negative record
+    with pytest.raises(ValueError, match="2 records but 1 prompts"):
+        evaluate_grounding(None, records, data_cfg=None, engine=StubEngine(), prompts=[SimpleNamespace()])
+
+
+def test_baselines_on_a_hand_made_set():
+    records = [record(1, [(0, 10)]), record(2, [(0, 5)]), record(3, [(2, 3)]), record(4, relevance="irrelevant")]
+    got = baselines(records)
+    assert set(got) == {"whole", "random", "refuse"}
+    whole = got["whole"]
+    assert (whole["R1@0.5"], whole["R1@0.7"]) == (pytest.approx(200 / 3, abs=0.005), pytest.approx(100 / 3, abs=0.005))
+    assert whole["mIoU"] == pytest.approx(100 * (1 + 0.5 + 0.1) / 3, abs=0.005)
+    assert (whole["refusal_acc"], whole["false_refusal"]) == (0.0, 0.0)
+    refuse = got["refuse"]
+    assert {k: refuse[k] for k in METRIC_KEYS} == {"R1@0.5": 0.0, "R1@0.7": 0.0, "mIoU": 0.0, "refusal_acc": 100.0,
+                                                   "false_refusal": 100.0}
+    assert (got["random"]["refusal_acc"], got["random"]["false_refusal"]) == (0.0, 0.0)
+
+
+def test_random_baseline_matches_its_expected_iou():
+    # ground truth = the whole video: a random window's IoU is its length, E|U1 - U2| = 1/3 of the video;
+    # IoU >= 0.5 has probability (1 - 0.5)^2 = 1/4
+    records = [record(i, [(0, 7.0)], duration=7.0) for i in range(4000)]
+    got = baselines(records, seed=3)["random"]
+    assert got["mIoU"] == pytest.approx(100 / 3, abs=1.5)
+    assert got["R1@0.5"] == pytest.approx(25.0, abs=2.0)
+    assert baselines(records, seed=3)["random"] == got
+    assert baselines(records, seed=4)["random"] != got
+
+
+def test_baselines_need_durations():
+    with pytest.raises(ValueError, match="duration"):
+        baselines([record(1, [(0, 1)], duration=None)])
+
+
+@pytest.fixture(scope="module")
+def quick_demo(tmp_path_factory):
+    from tempo_fast.cli import main
+
+    out = tmp_path_factory.mktemp("demo")
+    code = main(["demo", "--quick", "--out", str(out), "--no-progress"])
+    return code, out
+
+
+def test_demo_quick_writes_metrics_and_pictures(quick_demo):
+    code, out = quick_demo
+    assert code == 0
+    report = json.loads((out / "demo_metrics.json").read_text())
+    for name in ("sft", "grpo", "saa", "uniform", "grpo_no_pir"):
+        assert set(METRIC_KEYS) <= set(report[name]), name
+    assert set(report["baselines"]) == {"whole", "random", "refuse"}
+    for metrics in report["baselines"].values():
+        assert set(METRIC_KEYS) <= set(metrics)
+    assert report["baselines"]["refuse"]["refusal_acc"] in (100.0, None)
+    for png in ("sft_curves.png", "grpo_curves.png", "saa.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+    checkpoint = report["checkpoint"]
+    assert out / "grpo" in Path(checkpoint).parents  # saved in the output folder
+    assert (Path(checkpoint) / "config.json").is_file()
+    assert report["ground_command"].startswith("tempo-fast ground ") and checkpoint in report["ground_command"]
+
+
+def test_demo_checkpoint_runs_through_ground(quick_demo):
+    from tempo_fast.infer import InferConfig, ground
+
+    _, out = quick_demo
+    report = json.loads((out / "demo_metrics.json").read_text())
+    setup = report["setup"]["config"]
+    video = report["ground_command"].split()[2]
+    config = InferConfig(model=report["checkpoint"], num_frames=setup["num_frames"], alpha=setup["alpha"],
+                         min_pixels=setup["frame_pixels"], max_pixels=setup["frame_pixels"], num_samples=0,
+                         max_new_tokens=8, decode_resize=False)
+    result = ground(video, "the red circle moves", config=config)
+    assert set(result) >= {"windows", "refused", "answer"}
+
