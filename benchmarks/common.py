@@ -3,12 +3,14 @@ long-format CSV rows in benchmarks/results/.
 
 Timing: `triton.testing.do_bench` on CUDA (it flushes L2 and reports the median in ms), a
 repeated median with warm-up on CPU. Peak memory: `torch.cuda.max_memory_allocated` above the
-pre-call level on CUDA; on CPU, the allocations torch's profiler records, replayed in time order
-(torch's CPU allocator keeps no counters, and the resident set misses reused buffers).
+pre-call level on CUDA; on CPU (Linux), the high-water resident set above its level before the call,
+with freed buffers returned to the OS so that reused memory is counted (torch's CPU allocator keeps
+no counters).
 """
 from __future__ import annotations
 
 import csv
+import ctypes
 import datetime as _dt
 import functools
 import os
@@ -86,21 +88,38 @@ def peak_memory_bytes(fn, device: torch.device | str) -> int:
     return _cpu_peak_bytes(fn)
 
 
-def _cpu_peak_bytes(fn) -> int:
-    """CPU peak from the profiler's allocation records: each op's net allocation (its own, not its
-    children's) and each free, replayed in time order. Exact for tensors that outlive the op that
-    made them (logits, softmax, outputs, saved activations); a scratch buffer allocated and freed
-    inside one op is not seen. The resident set is no use here: glibc reuses freed buffers."""
-    from torch.profiler import ProfilerActivity, profile
+@functools.cache
+def _libc():
+    return ctypes.CDLL("libc.so.6")
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    steps = sorted((e.time_range.start, e.self_cpu_memory_usage) for e in prof.events() if e.self_cpu_memory_usage)
-    current = peak = 0
-    for _, delta in steps:
-        current += delta
-        peak = max(peak, current)
-    return peak
+
+def _unmap_freed_buffers() -> None:
+    """Make glibc hand buffers back to the OS when they are freed (a fixed 1 MiB mmap threshold)
+    and release the free pages it already holds, so each tensor the call makes is fresh memory that
+    the resident set counts."""
+    _libc().mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
+    _libc().malloc_trim(0)
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def _cpu_peak_bytes(fn) -> int:
+    """CPU peak: the process's high-water resident set (VmHWM), reset to the current resident set
+    just before the call (Linux: writing 5 to /proc/self/clear_refs), minus that level. Freed
+    buffers are returned to the OS (see _unmap_freed_buffers), so reused memory still counts.
+    Numbers in rows: MiB above the inputs, including outputs and gradients."""
+    _unmap_freed_buffers()
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    base = _status_kib("VmRSS")
+    fn()
+    return max(0, _status_kib("VmHWM") - base) * 1024
 
 
 def memory_bandwidth_gbs(device: torch.device | str, nbytes: int = 1 << 28) -> float:

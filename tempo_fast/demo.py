@@ -5,12 +5,16 @@
 
 On a fresh machine with nothing downloaded, `run_demo(cfg)`:
 1. renders the synthetic set (`tempo_fast.data.generate_synthetic`: short clips of coloured shapes
-   with events at known times; train / val / test splits by video) into OUT/data;
+   with events at known times; train / val / test splits by video) into OUT/data. The demo's data is
+   sized for its model: 4-8 s clips with 1-3 objects and events twice the generator's base length
+   (1-5 s), so that with 16 frames a temporal patch spans at most ~1 s and an event covers several
+   patches (with the generator's defaults, 8-16 s clips and 0.5-2.5 s events, an event is often
+   shorter than one patch and SFT did no better than a random window);
 2. SFT of the `tiny` preset on the train split (`tempo_fast.train.sft.train_sft`; answers in the
    DESIGN.md grammar, PIR negatives answered `none`) into OUT/sft;
 3. PIR-GRPO from the SFT checkpoint (`tempo_fast.train.grpo.train_grpo`) into OUT/grpo;
 4. scores on the held-out split (`eval_split`; its relevant queries plus PIR negatives made from
-   them with the training fractions): the trivial baselines, SFT and GRPO
+   them with the `eval_*_fraction`s): the trivial baselines, SFT and GRPO
    (`tempo_fast.train.evaluate`);
 5. ablations under the same visual-token budget (the same frames per video and pixels per frame):
    "saa" against "uniform" frame sampling, each the SFT recipe above (the "saa" run IS the main SFT
@@ -48,17 +52,25 @@ class DemoConfig:
     quick: bool = False                    # smoke run for tests: a few clips and steps (about a minute)
     eval_split: Literal["val", "test"] = "test"  # held-out split scored (tune on val, report test)
     seed: int = 0                          # seed of the synthetic set, the PIR samples and training
-    num_videos: int = 200                  # synthetic clips, split 80/10/10 by video into train/val/test
+    num_videos: int = 600                  # synthetic clips, split 80/10/10 by video into train/val/test
+    min_seconds: float = 4.0               # shortest clip: short clips keep a temporal patch under ~0.5 s
+    max_seconds: float = 8.0               # longest clip
+    min_objects: int = 1                   # objects per clip, at least
+    max_objects: int = 3                   # objects per clip, at most
+    event_scale: float = 2.0               # event lengths times this (base 0.5-2.5 s), so events span several patches
+    distractor_prob: float = 0.3           # chance of each distractor (shake, brightness, cut) per clip
     num_frames: int = 16                   # frames per video: with frame_pixels, the visual-token budget
     frame_pixels: int = 84 * 84            # pixels per frame fed to the model (min = max pixels)
     alpha: float = 0.5                     # SAA mix of content-driven and uniform density
     freeze_vision: bool = False            # keep the (random) vision tower of the tiny preset fixed
-    irrelevant_fraction: float = 0.2       # share of samples made irrelevant (training and evaluation)
-    partial_fraction: float = 0.2          # share of samples made partially irrelevant
+    irrelevant_fraction: float = 0.2       # share of training samples made irrelevant (SFT and GRPO)
+    partial_fraction: float = 0.2          # share of training samples made partially irrelevant
+    eval_irrelevant_fraction: float = 0.2  # share of held-out samples made irrelevant
+    eval_partial_fraction: float = 0.2     # share of held-out samples made partially irrelevant
     sft_steps: int = 600                   # SFT optimizer steps
     sft_lr: float = 3e-3                   # SFT peak learning rate
     batch_size: int = 8                    # SFT samples per step
-    grpo_steps: int = 40                   # GRPO optimizer steps
+    grpo_steps: int = 100                  # GRPO optimizer steps
     grpo_lr: float = 3e-4                  # GRPO peak learning rate
     grpo_batch_size: int = 4               # GRPO prompts per step
     num_generations: int = 8               # G: sampled answers per prompt in GRPO
@@ -80,6 +92,8 @@ def data_config(cfg: DemoConfig, *, sampling: str = "saa"):
     from tempo_fast.train.config import DataConfig
 
     return DataConfig(root=str(Path(cfg.out) / "data"), num_videos=cfg.num_videos, seed=cfg.seed,
+                      min_seconds=cfg.min_seconds, max_seconds=cfg.max_seconds, min_objects=cfg.min_objects,
+                      max_objects=cfg.max_objects, event_scale=cfg.event_scale, distractor_prob=cfg.distractor_prob,
                       split="train", num_frames=cfg.num_frames, sampling=sampling, alpha=cfg.alpha,
                       min_pixels=cfg.frame_pixels, max_pixels=cfg.frame_pixels,
                       irrelevant_fraction=cfg.irrelevant_fraction, partial_fraction=cfg.partial_fraction)
@@ -111,7 +125,7 @@ def eval_records(records, cfg: DemoConfig, facts) -> list:
     """The held-out split's relevant records with PIR negatives made from them (seeded)."""
     from tempo_fast.data.pir import PIRConfig, make_pir_samples
 
-    pir = PIRConfig(irrelevant_fraction=cfg.irrelevant_fraction, partial_fraction=cfg.partial_fraction)
+    pir = PIRConfig(irrelevant_fraction=cfg.eval_irrelevant_fraction, partial_fraction=cfg.eval_partial_fraction)
     return make_pir_samples(list(records), pir, seed=cfg.seed + 1, facts=facts)
 
 

@@ -259,23 +259,25 @@ class Grounder:
 
         prompt, config = prepared["prompt"], self.config
         start = time.perf_counter()
-        rollouts = [self.greedy.generate(prompt, 1)]
         if config.num_samples:
+            # Row 0 greedy, the rest sampled: one prefill for the answer and its candidates.
             generator = torch.Generator(device=self.vl.device).manual_seed(seed)
-            rollouts.append(self.sampler.generate(prompt, config.num_samples, generator=generator))
+            rollout = self.sampler.generate(prompt, 1 + config.num_samples, generator=generator, greedy_rows=1)
+        else:
+            rollout = self.greedy.generate(prompt, 1)
         elapsed = time.perf_counter() - start
-        texts = [t for r in rollouts for t in r.texts]
+        texts = list(rollout.texts)
         answers = [parse_answer(t, prompt.duration) for t in texts]
         weights = None
         if config.score == "likelihood":
-            weights = [p for r in rollouts for p in answer_likelihoods(r.logprobs, r.completion_mask)]
+            weights = answer_likelihoods(rollout.logprobs, rollout.completion_mask)
         windows = merge_candidates(answers, weights, merge_iou=config.merge_iou, max_windows=config.max_windows)
-        prefill = sum(float(r.timing.get("prefill_s", 0.0)) for r in rollouts)
+        prefill = float(rollout.timing.get("prefill_s", 0.0))
         sampled = answers[1:]
         return {"windows": windows, "refused": answers[0].refused,
                 "refusal_score": round(sum(a.refused for a in sampled) / len(sampled), 4) if sampled else 0.0,
                 "answer": texts[0], "duration": float(prompt.duration),
-                "tokens": int(sum(int(r.lengths.sum()) for r in rollouts)),
+                "tokens": int(rollout.lengths.sum()),
                 "timing": {"prefill_s": prefill, "generate_s": max(elapsed - prefill, 0.0)}}
 
 

@@ -91,6 +91,9 @@ class Rollout:
     timing: dict = field(default_factory=dict)  # prefill_s, decode_s, steps, tokens, tokens_per_s
 
 
+_GREEDY = SamplingConfig(greedy=True)
+
+
 def draw_uniforms(num: int, generator: torch.Generator | None, device) -> torch.Tensor:
     """`[num]` float32 uniforms in [0, 1) from `generator` (on its own device), moved to `device`."""
     gen_device = generator.device if generator is not None else torch.device("cpu")
@@ -234,10 +237,20 @@ class RolloutEngine:
         return ended
 
     # ---------------------------------------------------------------- generation
-    def generate(self, prompt, num_samples: int, *, generator: torch.Generator | None = None) -> Rollout:
-        """`num_samples` completions of `prompt` (a `tempo_fast.model.PromptInputs`)."""
+    def generate(self, prompt, num_samples: int, *, generator: torch.Generator | None = None,
+                 greedy_rows: int = 0) -> Rollout:
+        """`num_samples` completions of `prompt` (a `tempo_fast.model.PromptInputs`).
+
+        The first `greedy_rows` rows decode greedily (argmax, log-probs at temperature 1) from the
+        same shared prefill as the sampled rows: inference gets its greedy answer and its sampled
+        candidates from one prefill. Every row still consumes its uniform draw at every step, so the
+        sampled rows' draws do not depend on greedy_rows.
+        """
         if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
             raise ValueError(f"RolloutEngine.generate: num_samples must be an int >= 1, got {num_samples!r}")
+        if isinstance(greedy_rows, bool) or not isinstance(greedy_rows, int) or not 0 <= greedy_rows <= num_samples:
+            raise ValueError(f"RolloutEngine.generate: greedy_rows must be an int in [0, num_samples={num_samples}], "
+                             f"got {greedy_rows!r}")
         ids = getattr(prompt, "input_ids", None)
         if not isinstance(ids, torch.Tensor) or ids.dim() != 2 or ids.shape[0] != 1:
             raise ValueError(f"RolloutEngine.generate: prompt.input_ids must be a [1, L] tensor, got "
@@ -269,6 +282,8 @@ class RolloutEngine:
             for step in range(max_new):
                 uniforms = None if sampling.greedy else draw_uniforms(G, generator, device)
                 tokens, logprobs = sample_tokens(logits, sampling, uniforms)
+                if greedy_rows and not sampling.greedy:
+                    tokens[:greedy_rows], logprobs[:greedy_rows] = sample_tokens(logits[:greedy_rows], _GREEDY)
                 tokens = torch.where(done, pad, tokens)
                 out_ids[:, step] = tokens
                 out_lp[:, step] = logprobs.masked_fill(done, 0.0)

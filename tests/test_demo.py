@@ -139,3 +139,25 @@ def test_demo_checkpoint_runs_through_ground(quick_demo):
     result = ground(video, "the red circle moves", config=config)
     assert set(result) >= {"windows", "refused", "answer"}
 
+
+
+def test_demo_data_settings_reach_the_synthetic_set(tmp_path):
+    from tempo_fast.demo import DemoConfig, data_config
+    from tempo_fast.train.data import prepare_synthetic
+
+    cfg = DemoConfig(out=str(tmp_path), num_videos=3, min_seconds=5.0, max_seconds=6.0, min_objects=1,
+                     max_objects=1, event_scale=2.0, distractor_prob=0.0, progress=False)
+    root, _, facts = prepare_synthetic(data_config(cfg))
+    written = json.loads((root / "config.json").read_text())
+    assert {k: written[k] for k in ("min_seconds", "max_seconds", "min_objects", "max_objects", "event_scale",
+                                    "shake_prob", "brightness_prob", "cut_prob")} == {
+        "min_seconds": 5.0, "max_seconds": 6.0, "min_objects": 1, "max_objects": 1, "event_scale": 2.0,
+        "shake_prob": 0.0, "brightness_prob": 0.0, "cut_prob": 0.0}
+    shortest = {"appear": 1.0, "disappear": 1.0, "move": 2.0, "change": 2.0}  # 2 x the base lower bounds
+    events = [e for plan in facts.values() for e in plan["events"]]
+    assert events
+    for plan in facts.values():
+        assert 5.0 - 1e-6 <= plan["duration"] <= 6.0 + 1e-6
+        assert len(plan["objects"]) == 1 and plan["distractors"] == []
+        for e in plan["events"]:
+            assert e["end"] - e["start"] >= shortest[e["action"]] - 1 / plan["fps"] - 1e-6, e

@@ -111,12 +111,15 @@ def _scripted(monkeypatch, greedy_text, sample_texts, sample_logprobs=None):
     """RolloutEngine.generate returning fixed texts (one-token answers of the given log-probs)."""
     calls = []
 
-    def generate(self, prompt, num_samples, *, generator=None):
-        texts = [greedy_text] if self.sampling.greedy else list(sample_texts[:num_samples])
+    def generate(self, prompt, num_samples, *, generator=None, greedy_rows=0):
+        greedy_rows = num_samples if self.sampling.greedy else greedy_rows
+        sampled = num_samples - greedy_rows
+        texts = [greedy_text] * greedy_rows + list(sample_texts[:sampled])
         calls.append(num_samples)
         g = len(texts)
-        lp = torch.zeros(g, 1) if self.sampling.greedy or sample_logprobs is None else \
-            torch.tensor(sample_logprobs[:g]).reshape(g, 1)
+        lp = torch.zeros(g, 1)
+        if sample_logprobs is not None and sampled:
+            lp[greedy_rows:, 0] = torch.tensor(sample_logprobs[:sampled])
         return rollout.Rollout(completion_ids=torch.zeros(g, 1, dtype=torch.long), completion_mask=torch.ones(g, 1),
                                logprobs=lp, lengths=torch.ones(g, dtype=torch.long), texts=texts,
                                timing={"prefill_s": 0.0})
@@ -135,7 +138,7 @@ def test_ground_scripted_answers(clips, vl, monkeypatch):
     assert end == pytest.approx(3.0, abs=0.2)
     assert result["windows"] == [[1.0, end, 0.5], [0.2, 0.8, 0.25]]
     assert result["refused"] is False and result["refusal_score"] == pytest.approx(1 / 3, abs=1e-4)
-    assert calls == [1, 3]
+    assert calls == [4]  # one prefill: the greedy row and 3 samples
     # likelihood scoring: answer weights exp(log-prob) = 1 (greedy), 1/2, 1, 1/4 -> total 2.75
     _scripted(monkeypatch, "<answer>1.0 to 9.0</answer>", ["<answer>1 to 8</answer>", "<answer>none</answer>",
                                                            "<answer>0.2 to 0.8</answer>"],
@@ -174,9 +177,9 @@ def _counting(monkeypatch):
     calls = []
     real = rollout.RolloutEngine.generate
 
-    def generate(self, prompt, num_samples, *, generator=None):
+    def generate(self, prompt, num_samples, *, generator=None, greedy_rows=0):
         calls.append(num_samples)
-        return real(self, prompt, num_samples, generator=generator)
+        return real(self, prompt, num_samples, generator=generator, greedy_rows=greedy_rows)
 
     monkeypatch.setattr(rollout.RolloutEngine, "generate", generate)
     return calls
@@ -197,7 +200,7 @@ def test_predict_errors_resume_retry_and_eval(clips, vl, tmp_path, monkeypatch):
 
     summary = infer.predict(ann, videos, model=vl, out=out, config=config, progress=False)
     assert (summary["queries"], summary["errors"], summary["skipped"]) == (4, 1, 0)
-    assert calls == [1, 2] * 3 and summary["tokens"] > 0
+    assert calls == [3] * 3 and summary["tokens"] > 0
     records = read_jsonl(out)
     assert [r["qid"] for r in records] == [0, 1, 2, 3]
     assert "error" in records[2] and "not found" in records[2]["error"]
@@ -212,7 +215,7 @@ def test_predict_errors_resume_retry_and_eval(clips, vl, tmp_path, monkeypatch):
 
     make_clip(videos / "vd.mp4", width=56, height=56, fps=8, seconds=3)
     summary = infer.predict(ann, videos, model=vl, out=out, config=config, progress=False, retry_errors=True)
-    assert calls == [1, 2] and (summary["queries"], summary["errors"]) == (1, 0)
+    assert calls == [3] and (summary["queries"], summary["errors"]) == (1, 0)
     records = read_jsonl(out)
     assert sorted(r["qid"] for r in records) == [0, 1, 2, 3] and not any("error" in r for r in records)
 

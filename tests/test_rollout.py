@@ -192,6 +192,22 @@ def test_shared_prefill_equals_unshared_with_same_draws(vl, prompt, num):
         torch.testing.assert_close(out.logprobs[g, :n], torch.tensor(logps[g]), atol=1e-5, rtol=1e-5)
 
 
+def test_greedy_rows_share_the_prefill_with_sampled_rows(vl, prompt):
+    """Row 0 greedy + 5 sampled rows from one prefill equal a greedy run and the same sampled run."""
+    sampling = SamplingConfig(max_new_tokens=12, temperature=1.3, top_k=60, top_p=0.95)
+    mixed = RolloutEngine(vl, sampling).generate(prompt, 6, generator=torch.Generator().manual_seed(5), greedy_rows=1)
+    greedy = RolloutEngine(vl, SamplingConfig(max_new_tokens=12, greedy=True)).generate(prompt, 1)
+    sampled = RolloutEngine(vl, sampling).generate(prompt, 6, generator=torch.Generator().manual_seed(5))
+    n = int(greedy.lengths[0])
+    assert int(mixed.lengths[0]) == n and mixed.completion_ids[0, :n].tolist() == greedy.completion_ids[0, :n].tolist()
+    torch.testing.assert_close(mixed.logprobs[0, :n], greedy.logprobs[0, :n])
+    for g in range(1, 6):
+        m = int(sampled.lengths[g])
+        assert mixed.completion_ids[g, :m].tolist() == sampled.completion_ids[g, :m].tolist()
+    with pytest.raises(ValueError, match="greedy_rows"):
+        RolloutEngine(vl, sampling).generate(prompt, 2, greedy_rows=3)
+
+
 def test_logprobs_equal_teacher_forced_forward(vl, prompt):
     sampling = SamplingConfig(max_new_tokens=14, temperature=0.7, top_p=0.9)
     out = RolloutEngine(vl, sampling).generate(prompt, 4, generator=torch.Generator().manual_seed(5))

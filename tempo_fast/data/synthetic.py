@@ -76,6 +76,7 @@ class SynthConfig:
     max_seconds: float = 16.0                   # longest clip
     min_objects: int = 2                        # objects per clip, at least
     max_objects: int = 4                        # objects per clip, at most
+    event_scale: float = 1.0                    # event lengths times this (base: appear/disappear 0.5-1 s, move 1-2.5 s, change 1-2 s)
     shake_prob: float = 0.5                     # chance of one camera-shake stretch per clip
     brightness_prob: float = 0.5                # chance of one brightness ramp per clip
     cut_prob: float = 0.4                       # chance of one scene cut (background change) per clip
@@ -93,6 +94,8 @@ class SynthConfig:
             value = getattr(self, name)
             if value < 16 or value % 2:
                 problems.append(f"{name}={value} must be even and >= 16 (H.264 4:2:0)")
+        if not 0.25 <= self.event_scale <= 8.0:
+            problems.append(f"event_scale={self.event_scale} must be in [0.25, 8]")
         if self.fps < 1:
             problems.append(f"fps={self.fps} must be >= 1")
         if not 2.0 <= self.min_seconds <= self.max_seconds:
@@ -196,15 +199,17 @@ def _frame_time(k: int, fps: int) -> float:
     return round(k / fps, 6)
 
 
-def _object_schedule(rng: np.random.Generator, num_frames: int, fps: int) -> list[tuple[str, int, int]]:
-    """(action, start frame, end frame) of one object's events, in time order, never overlapping."""
+def _object_schedule(rng: np.random.Generator, num_frames: int, fps: int,
+                     event_scale: float = 1.0) -> list[tuple[str, int, int]]:
+    """(action, start frame, end frame) of one object's events, in time order, never overlapping;
+    event lengths are the base ranges times `event_scale`."""
     middle = ["move"] * int(rng.integers(1, 3)) + (["change"] if rng.random() < 0.45 else [])
     rng.shuffle(middle)
     actions = (["appear"] if rng.random() < 0.5 else []) + middle + (["disappear"] if rng.random() < 0.4 else [])
     lengths = {"appear": (0.5, 1.0), "disappear": (0.5, 1.0), "move": (1.0, 2.5), "change": (1.0, 2.0)}
     min_gap = max(1, round(0.5 * fps))
     while actions:
-        frames = [max(2, round(rng.uniform(*lengths[a]) * fps)) for a in actions]
+        frames = [max(2, round(rng.uniform(*lengths[a]) * event_scale * fps)) for a in actions]
         slack = num_frames - 1 - sum(frames) - min_gap * (len(actions) + 1)
         if slack >= 0:
             break
@@ -378,7 +383,7 @@ def _place_objects(rng, config: SynthConfig, num_frames: int) -> list[dict]:
             radius = max(2.0, SIZES[size] * short)
             free = [c for c in COLOURS if (c, shape) not in chosen
                     and all(o["shape"] != shape or c not in o["colours"] for o in objects)]
-            track = _object_track(rng, _object_schedule(rng, num_frames, fps), radius, config.width,
+            track = _object_track(rng, _object_schedule(rng, num_frames, fps, config.event_scale), radius, config.width,
                                   config.height, colour, free, extents, num_frames)
             if track is not None:
                 break
@@ -555,6 +560,7 @@ def _check_resume(out_dir: Path, config: SynthConfig) -> None:
         return
     old = json.loads(path.read_text(encoding="utf-8"))
     new = config.content_fields()
+    old.setdefault("event_scale", 1.0)  # folders written before the field existed
     differ = sorted(k for k in new if old.get(k) != new[k])
     if differ:
         raise ValueError(f"{out_dir} holds a synthetic set made with other settings "

@@ -31,6 +31,12 @@ class DataConfig:
     num_videos: int = 160                      # clips in the synthetic set
     seed: int = 0                              # seed of the synthetic set and of the PIR samples
     clip_size: int = 64                        # synthetic clip width and height in pixels
+    min_seconds: float = 8.0                   # shortest synthetic clip
+    max_seconds: float = 16.0                  # longest synthetic clip
+    min_objects: int = 2                       # objects per synthetic clip, at least
+    max_objects: int = 4                       # objects per synthetic clip, at most
+    event_scale: float = 1.0                   # synthetic event lengths times this (SynthConfig.event_scale)
+    distractor_prob: float | None = None       # chance of each distractor (shake, brightness, cut) per clip (None: SynthConfig's)
     split: str = "train"                       # split to train on (train / val / test)
     num_frames: int = 8                        # frames given to the model per video (even)
     sampling: Literal["saa", "uniform"] = "saa"  # frame sampling: SAA or uniform

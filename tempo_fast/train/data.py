@@ -50,8 +50,12 @@ def prepare_synthetic(data_cfg, *, progress: bool = False):
         facts_file = root / "facts.jsonl"
         have = sum(1 for line in open(facts_file, encoding="utf-8") if line.strip()) if facts_file.is_file() else 0
         if have != data_cfg.num_videos or not all((root / f"{s}.jsonl").is_file() for s in SPLITS):
+            distractors = ({} if data_cfg.distractor_prob is None else
+                           {f"{d}_prob": data_cfg.distractor_prob for d in ("shake", "brightness", "cut")})
             config = SynthConfig(num_videos=data_cfg.num_videos, seed=data_cfg.seed, width=data_cfg.clip_size,
-                                 height=data_cfg.clip_size)
+                                 height=data_cfg.clip_size, min_seconds=data_cfg.min_seconds,
+                                 max_seconds=data_cfg.max_seconds, min_objects=data_cfg.min_objects,
+                                 max_objects=data_cfg.max_objects, event_scale=data_cfg.event_scale, **distractors)
             generate_synthetic(root, config, progress=progress)
     barrier()
     records = {split: _split_records(root, split) for split in SPLITS}
