@@ -479,33 +479,8 @@ def train_grpo(cfg, *, reward_fn=None):
     time_backward_s (policy forward + backward), time_optimizer_s, time_step_s; eval_* when
     run.eval_every is set.
     """
-    from pathlib import Path
+    from tempo_fast.train.loop import run_steps
 
-    from tqdm import tqdm
-
-    from tempo_fast.train.log import MetricsLogger
-
-    state = setup_grpo(cfg, reward_fn=reward_fn)
-    info, run, start = state["info"], cfg.run, state["start"]
-    logger = MetricsLogger(state["out"], tensorboard=run.tensorboard, rank0=info.is_main)
-    logger.truncate_after(start)
-    last = run.steps if run.stop_after is None else min(run.steps, run.stop_after)
-    checkpoint = state["checkpoint"]
-    bar = tqdm(total=run.steps, initial=start, desc="grpo", unit="step", disable=not (run.progress and info.is_main))
-    try:
-        for step in range(start + 1, last + 1):
-            metrics = train_step(state)
-            if run.eval_every and step % run.eval_every == 0:  # every process: a sharded model's forward is collective
-                metrics.update(_evaluate(state))
-            if step == 1 or step % run.log_every == 0 or step == last:
-                logger.log(step, **metrics)
-            bar.set_postfix(loss=f"{metrics['loss']:.4f}", reward=f"{metrics['reward_mean']:.3f}")
-            bar.update(1)
-            if step == last or (run.save_every and step % run.save_every == 0):
-                checkpoint = _save(state, step)
-    finally:
-        bar.close()
-        logger.close()
-    if info.is_main:
-        print(f"checkpoint: {checkpoint}", flush=True)
-    return Path(checkpoint) if checkpoint is not None else None
+    return run_steps(setup_grpo(cfg, reward_fn=reward_fn), cfg.run, name="grpo", train_step=train_step,
+                     evaluate=_evaluate, save=_save, eval_on_every_rank=True,
+                     postfix=lambda m: {"loss": f"{m['loss']:.4f}", "reward": f"{m['reward_mean']:.3f}"})

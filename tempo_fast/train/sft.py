@@ -272,33 +272,8 @@ def _save(state: dict, step: int) -> Path:
 
 def train_sft(cfg: SFTConfig) -> Path:
     """Run SFT as `cfg` says (resuming from out_dir when allowed); returns the last checkpoint folder."""
-    from tqdm import tqdm
+    from tempo_fast.train.loop import run_steps
 
-    from tempo_fast.train.log import MetricsLogger
-
-    state = setup(cfg)
-    info, run = state["info"], cfg.run
-    start = state["start"]
-    logger = MetricsLogger(state["out"], tensorboard=run.tensorboard, rank0=info.is_main)
-    logger.truncate_after(start)
-    # the last step of this invocation: the run's end, or stop_after (a checkpoint is written there)
-    last = run.steps if run.stop_after is None else min(run.steps, run.stop_after)
-    checkpoint = state["checkpoint"]
-    bar = tqdm(total=run.steps, initial=start, desc="sft", unit="step", disable=not (run.progress and info.is_main))
-    try:
-        for step in range(start + 1, last + 1):
-            metrics = train_step(state)
-            if run.eval_every and step % run.eval_every == 0 and info.is_main:
-                metrics.update(_evaluate(state))
-            if step == 1 or step % run.log_every == 0 or step == last:
-                logger.log(step, **metrics)
-            bar.set_postfix(loss=f"{metrics['loss']:.4f}", lr=f"{metrics['lr']:.2e}")
-            bar.update(1)
-            if step == last or (run.save_every and step % run.save_every == 0):
-                checkpoint = _save(state, step)
-    finally:
-        bar.close()
-        logger.close()
-    if info.is_main:
-        print(f"checkpoint: {checkpoint}", flush=True)
-    return Path(checkpoint)
+    return run_steps(setup(cfg), cfg.run, name="sft", train_step=train_step, evaluate=_evaluate, save=_save,
+                     postfix=lambda m: {"loss": f"{m['loss']:.4f}", "lr": f"{m['lr']:.2e}"},
+                     eval_on_every_rank=False)
