@@ -67,7 +67,7 @@ class DemoConfig:
     partial_fraction: float = 0.2          # share of training samples made partially irrelevant
     eval_irrelevant_fraction: float = 0.2  # share of held-out samples made irrelevant
     eval_partial_fraction: float = 0.2     # share of held-out samples made partially irrelevant
-    sft_steps: int = 600                   # SFT optimizer steps
+    sft_steps: int = 1200                  # SFT optimizer steps
     sft_lr: float = 3e-3                   # SFT peak learning rate
     batch_size: int = 8                    # SFT samples per step
     grpo_steps: int = 100                  # GRPO optimizer steps
