@@ -33,12 +33,14 @@ FPS = 30
 RESOLUTIONS = {"360p": (640, 360), "720p": (1280, 720), "1080p": (1920, 1080)}
 
 
-def pyav_decode(path: str, times: list[float] | None):
-    """Baseline: PyAV, sequential decode to RGB (seeking once to the first wanted time)."""
+def pyav_decode(path: str, times: list[float] | None, threads: int):
+    """Baseline: PyAV, sequential decode to RGB (seeking once to the first wanted time), with the
+    same FFmpeg thread count as the torchcodec providers (0: FFmpeg decides)."""
     import av
     with av.open(path) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
+        stream.codec_context.thread_count = threads
         out, pts = [], []
         wanted = sorted(times) if times is not None else None
         if wanted:
@@ -65,14 +67,15 @@ def pyav_decode(path: str, times: list[float] | None):
     return torch.from_numpy(__import__("numpy").stack(out)).permute(0, 3, 1, 2), pts
 
 
-def providers(device: str):
-    yield "torchcodec-cpu-exact", lambda p, t: decode(p, timestamps=t, seek_mode="exact")
-    yield "torchcodec-cpu-approx", lambda p, t: decode(p, timestamps=t, seek_mode="approximate")
+def providers(device: str, threads: int):
+    yield "torchcodec-cpu-exact", lambda p, t: decode(p, timestamps=t, seek_mode="exact", num_threads=threads)
+    yield "torchcodec-cpu-approx", lambda p, t: decode(p, timestamps=t, seek_mode="approximate",
+                                                       num_threads=threads)
     if device == "cuda":
         yield "torchcodec-cuda", lambda p, t: decode(p, timestamps=t, device="cuda",
                                                      backend="torchcodec")
         yield "dali-cuda", lambda p, t: decode(p, timestamps=t, device="cuda", backend="dali")
-    yield "pyav-cpu", None
+    yield "pyav-cpu", lambda p, t: pyav_decode(p, t, threads)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                         help="device for the CUDA providers (cpu: CPU providers only)")
     parser.add_argument("--reps", type=int, default=3, help="timed repetitions (CPU)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="FFmpeg decoding threads for every CPU provider (0: FFmpeg decides)")
     parser.add_argument("--workdir", default=None, help="where clips are written (default: temp)")
     args = parser.parse_args(argv)
 
@@ -101,8 +106,7 @@ def main(argv: list[str] | None = None) -> int:
                 expected_ts = [math.floor(t * FPS + 1e-9) / FPS for t in times]
                 for mode, wanted, expect in (("all", None, [k / FPS for k in range(total)]),
                                              ("ts32", times, expected_ts)):
-                    for name, fn in providers(args.device):
-                        run = fn or (lambda p, t: pyav_decode(p, t))
+                    for name, run in providers(args.device, args.threads):
                         try:
                             with warnings.catch_warnings():
                                 warnings.simplefilter("error")
@@ -110,13 +114,13 @@ def main(argv: list[str] | None = None) -> int:
                         except (BackendUnavailable, ImportError, RuntimeError, UserWarning) as err:
                             print(f"skip {name} {mode} {res} {codec}: {str(err)[:120]}")
                             continue
-                        pts = result[1] if fn is None else result.pts.tolist()
+                        pts = result[1] if name == "pyav-cpu" else result.pts.tolist()
                         if len(pts) != len(expect) or max(abs(a - b) for a, b in zip(pts, expect)) > 1e-3:
                             raise AssertionError(f"{name} {mode} {res} {codec}: wrong pts {pts[:5]}...")
                         dev = "cuda" if "cuda" in name else "cpu"
                         ms = time_ms(lambda: run(path, wanted), dev, warmup=1, reps=args.reps)
                         rows.append(dict(what="decode", provider=name, mode=mode,
-                                         shape=f"{res}-{codec}-{args.seconds:g}s", dtype="uint8",
+                                         shape=f"{res}-{codec}-{args.seconds:g}s-threads{args.threads}", dtype="uint8",
                                          metric="frames_per_s", median=round(len(expect) / ms * 1e3, 1),
                                          unit="frames/s", device=device_name(dev)))
     print_table(rows)
