@@ -170,15 +170,6 @@ def answer_likelihoods(logprobs: torch.Tensor, mask: torch.Tensor) -> list[float
 # ---------------------------------------------------------------- one query
 
 
-def resolve_device(device: str) -> str:
-    """"auto": the CUDA device of this rank (LOCAL_RANK) when CUDA is present, else "cpu"."""
-    if device != "auto":
-        return device
-    if torch.cuda.is_available():
-        return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-    return "cpu"
-
-
 def load(model, config: InferConfig):
     """`model` if it is a loaded `VLModel`, else the one it names (None: `config.model`) loaded on
     `config.device` in `config.dtype`."""
@@ -187,7 +178,10 @@ def load(model, config: InferConfig):
     from tempo_fast.model import load_model
 
     dtype = None if config.dtype is None else getattr(torch, config.dtype)
-    return load_model(os.fspath(model or config.model), device=resolve_device(config.device), dtype=dtype,
+    from tempo_fast.train.dist import resolve_device
+
+    device = resolve_device(config.device, int(os.environ.get("LOCAL_RANK", 0)))
+    return load_model(os.fspath(model or config.model), device=str(device), dtype=dtype,
                       attn_implementation=config.attn_implementation)
 
 
@@ -203,19 +197,13 @@ def pixel_bounds(vl, config: InferConfig) -> tuple[int, int]:
 def sample_frames(vl, video_path, config: InferConfig):
     """Frames of the video for the model: SAA (`alpha > 0`) or uniform times, resized in the decoder
     to the model's frame size when `config.decode_resize`."""
-    from tempo_fast.video import decode, probe, saa_sample, smart_resize
-    from tempo_fast.video.saa import uniform_times
+    from tempo_fast.video import probe, saa_sample, smart_resize
 
-    info = probe(video_path)
     size = None
     if config.decode_resize:
+        info = probe(video_path)
         factor = int(vl.vision.patch_size) * int(vl.vision.spatial_merge_size)
         size = smart_resize(info.height, info.width, factor, *pixel_bounds(vl, config))
-    if config.alpha == 0:
-        times = uniform_times(info.duration, config.num_frames)
-        frames = decode(video_path, timestamps=times, size=size)
-        frames.pts = times
-        return frames
     return saa_sample(video_path, config.num_frames, alpha=config.alpha, probe_fps=config.probe_fps, size=size)
 
 

@@ -42,6 +42,7 @@ from typing import NamedTuple
 import torch
 
 from .decode import Frames, decode
+from .decode import probe as video_info
 from .preprocess import VIDEO_MAX_PIXELS, VIDEO_MIN_PIXELS
 
 
@@ -278,13 +279,17 @@ def saa_sample(path, num_frames: int, *, alpha: float = 0.5, probe_fps: float = 
     pts float64 [num_frames] the chosen times in seconds, sorted; consecutive groups of
     `temporal_patch` frames form one slot. alpha = 0 is plain uniform sampling (`uniform_times`).
     """
-    plan = saa_plan(path, num_frames, alpha=alpha, probe_fps=probe_fps, probe_size=probe_size,
-                    smooth_seconds=smooth_seconds, temporal_patch=temporal_patch, pair_gap=pair_gap,
-                    device=device, backend=backend, decode_backend=decode_backend,
+    if alpha == 0:  # the density is uniform whatever the content: skip the probe decode
+        _check_frame_count(num_frames, temporal_patch)
+        times = uniform_times(video_info(path).duration, num_frames)
+    else:
+        times = saa_plan(path, num_frames, alpha=alpha, probe_fps=probe_fps, probe_size=probe_size,
+                         smooth_seconds=smooth_seconds, temporal_patch=temporal_patch, pair_gap=pair_gap,
+                         device=device, backend=backend, decode_backend=decode_backend,
+                         num_threads=num_threads).times
+    frames = decode(path, timestamps=times, device=device, size=size, backend=decode_backend,
                     num_threads=num_threads)
-    frames = decode(path, timestamps=plan.times, device=device, size=size, backend=decode_backend,
-                    num_threads=num_threads)
-    frames.pts = plan.times.clone()
+    frames.pts = times.clone()
     return frames
 
 
