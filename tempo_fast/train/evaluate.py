@@ -101,7 +101,7 @@ def record_prompts(vl, records: Sequence, data_cfg) -> list:
             raise ValueError(f"evaluate: record {record.id!r} has no video_path (load the annotations with videos_dir)")
         key = str(record.video_path)
         if key not in frames_of:
-            frames_of[key] = sample_frames(key, data_cfg, duration=record.duration)
+            frames_of[key] = sample_frames(key, data_cfg)
         prompts.append(build_prompt(vl, frames_of[key], record.query, min_pixels=data_cfg.min_pixels,
                                     max_pixels=data_cfg.max_pixels, device=vl.device))
     return prompts
