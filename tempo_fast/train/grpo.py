@@ -371,31 +371,17 @@ def training_data_config(cfg):
 
 def setup_grpo(cfg, *, reward_fn=None) -> dict:
     """Everything the loop needs: process group, samples, policy, reference, optimizer, resume point."""
-    import random
     import types
-    from pathlib import Path
 
-    import numpy as np
-
-    from tempo_fast.config import print_config, save_config
     from tempo_fast.model import load_model
     from tempo_fast.rollout import RolloutEngine, SamplingConfig
     from tempo_fast.train.checkpoint import latest_checkpoint, load_checkpoint
-    from tempo_fast.train.data import GroundingSamples, SampleOrder, pir_records, prepare_synthetic
-    from tempo_fast.train.dist import all_reduce_sum, apply_fsdp, init_distributed
+    from tempo_fast.train.data import GroundingSamples, SampleOrder, pir_records
+    from tempo_fast.train.dist import all_reduce_sum, apply_fsdp
+    from tempo_fast.train.loop import start_run
     from tempo_fast.train.sft import DTYPES, build_optimizer, prepare_model
 
-    info = init_distributed(cfg.run.device)
-    random.seed(cfg.run.seed)
-    np.random.seed(cfg.run.seed)
-    torch.manual_seed(cfg.run.seed)
-    out = Path(cfg.run.out_dir)
-    if info.is_main:
-        print_config(cfg)
-        save_config(cfg, out / "config.json")
-    _, records, facts = prepare_synthetic(cfg.data, progress=cfg.run.progress and info.is_main)
-    if cfg.data.split not in records:
-        raise ValueError(f"train_grpo: data.split {cfg.data.split!r} is not one of {sorted(records)}")
+    info, out, records, facts = start_run(cfg, "train_grpo")
     data_cfg = training_data_config(cfg)
     source = cfg.init_from or cfg.model.name
     dtype = DTYPES[cfg.model.dtype] if cfg.model.dtype else torch.float32

@@ -1,8 +1,35 @@
-"""The step driver both training loops share: resume point, stop_after, periodic evaluation,
-JSONL logging, the progress bar and checkpoints. What a step does stays in sft.py and grpo.py."""
+"""What both training loops share: the run's start (process group, seeds, saved config, data)
+and the step driver (resume point, stop_after, periodic evaluation, JSONL logging, the progress
+bar, checkpoints). What a step does stays in sft.py and grpo.py."""
 from __future__ import annotations
 
 from pathlib import Path
+
+
+def start_run(cfg, name: str):
+    """Join the process group, seed every RNG, print and save the resolved config (rank 0), and
+    make or find the synthetic set: returns (dist info, out_dir, records by split, facts)."""
+    import random
+
+    import numpy as np
+    import torch
+
+    from tempo_fast.config import print_config, save_config
+    from tempo_fast.train.data import prepare_synthetic
+    from tempo_fast.train.dist import init_distributed
+
+    info = init_distributed(cfg.run.device)
+    random.seed(cfg.run.seed)
+    np.random.seed(cfg.run.seed)
+    torch.manual_seed(cfg.run.seed)
+    out = Path(cfg.run.out_dir)
+    if info.is_main:
+        print_config(cfg)
+        save_config(cfg, out / "config.json")
+    _, records, facts = prepare_synthetic(cfg.data, progress=cfg.run.progress and info.is_main)
+    if cfg.data.split not in records:
+        raise ValueError(f"{name}: data.split {cfg.data.split!r} is not one of {sorted(records)}")
+    return info, out, records, facts
 
 
 def run_steps(state: dict, run, *, name: str, train_step, evaluate, save, postfix, eval_on_every_rank: bool):

@@ -219,27 +219,13 @@ def _evaluate(state: dict) -> dict:
 
 def setup(cfg: SFTConfig) -> dict:
     """Everything the loop needs: process group, data, model (wrapped), optimizer, resume point."""
-    import random
-
-    import numpy as np
-
-    from tempo_fast.config import print_config, save_config
     from tempo_fast.model import load_model
     from tempo_fast.train.checkpoint import latest_checkpoint, load_checkpoint
-    from tempo_fast.train.data import GroundingSamples, SampleOrder, pir_records, prepare_synthetic
-    from tempo_fast.train.dist import init_distributed, wrap_model
+    from tempo_fast.train.data import GroundingSamples, SampleOrder, pir_records
+    from tempo_fast.train.dist import wrap_model
+    from tempo_fast.train.loop import start_run
 
-    info = init_distributed(cfg.run.device)
-    random.seed(cfg.run.seed)
-    np.random.seed(cfg.run.seed)
-    torch.manual_seed(cfg.run.seed)
-    out = Path(cfg.run.out_dir)
-    if info.is_main:
-        print_config(cfg)
-        save_config(cfg, out / "config.json")
-    _, records, facts = prepare_synthetic(cfg.data, progress=cfg.run.progress and info.is_main)
-    if cfg.data.split not in records:
-        raise ValueError(f"train_sft: data.split {cfg.data.split!r} is not one of {sorted(records)}")
+    info, out, records, facts = start_run(cfg, "train_sft")
     dtype = DTYPES[cfg.model.dtype] if cfg.model.dtype else torch.float32
     vl = load_model(cfg.model.name, device=info.device, dtype=dtype)
     prepare_model(vl, cfg.model)

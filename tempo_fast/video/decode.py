@@ -41,7 +41,6 @@ import os
 import re
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
