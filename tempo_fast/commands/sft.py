@@ -22,7 +22,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         cfg = config_from_args(SFTConfig, args)
-    except (ValueError, FileNotFoundError) as exc:
+    except (TypeError, ValueError, FileNotFoundError) as exc:  # a bad flag value or config file
         raise SystemExit(f"tempo-fast sft: {exc}") from None
     try:
         train_sft(cfg)  # prints the resolved config first and the checkpoint folder last (rank 0)
