@@ -6,8 +6,8 @@ Install on a CPU machine (pin torch first: another torch pulls CUDA builds):
 from setuptools import find_packages, setup
 
 EXTRAS = {
-    # test tools (triton runs its kernels on CPU under TRITON_INTERPRET=1)
-    "dev": ["pytest>=8", "pytest-xdist>=3", "hypothesis>=6", "numba==0.68.1", "triton>=3.0"],
+    # test tools (triton runs its kernels on CPU under TRITON_INTERPRET=1; tensorboard for RunConfig.tensorboard)
+    "dev": ["pytest>=8", "pytest-xdist>=3", "hypothesis>=6", "numba==0.68.1", "triton>=3.0", "tensorboard"],
     # CPU kernels (numba) for the CPU paths of tempo_fast.ops; triton for the interpreter
     "cpu": ["numba==0.68.1", "triton>=3.0"],
     # video decoding and pictures (torchcodec 0.13.0 is the last CPU-only wheel)

@@ -8,6 +8,8 @@ with the update of a plain SGD step (lr 1, no clipping) taken by `grpo_step`.
 import copy
 import dataclasses
 import os
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -374,3 +376,68 @@ def test_grpo_command_starts_from_an_sft_checkpoint(base_vl, data_root, tmp_path
     assert json.loads((out / "config.json").read_text())["loss_type"] == "dapo"
     head = load_file(out / "step_000001" / "model.safetensors")["lm_head.weight"]
     torch.testing.assert_close(head, base_vl.lm_head.weight.detach(), atol=1e-6, rtol=0)
+
+
+def _launch(cfg: GRPOConfig, nproc: int) -> None:
+    """Run this file's __main__ (train_grpo with _text_reward) under torch.distributed.run, one
+    intra-op thread per process."""
+    from tempo_fast.config import save_config
+    config = save_config(cfg, cfg.run.out_dir + ".json")
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+                             str(nproc), __file__, str(config)], env=dict(os.environ, OMP_NUM_THREADS="1"),
+                            capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("checkpoint:") == 1  # printed by rank 0 only
+
+
+def test_two_gloo_processes_match_one(data_root, tmp_path):
+    """2 gloo processes x 1 prompt per step draw the same rollouts as 1 process x 2 prompts (a
+    prompt's generator follows from its place in the sample stream, not from the rank), log the
+    same whole-batch metrics, end with the same weights and write one checkpoint.
+
+    Tolerance: none but for the logged loss. Both runs are launched the same way, one intra-op
+    thread per process (pytest's own process, with its thread count, rounds CPU kernels
+    differently), and every prompt's rollout, forward and backward is the same batch-1 computation
+    in both; one process accumulates g0/2 + g1/2, two all-reduce (g0 + g1)/2, equal in IEEE
+    arithmetic since halving is exact. So completions, gradients, AdamW steps and weights are
+    bitwise equal. Only the logged loss is summed differently (fp32 accumulation vs an fp64
+    all-reduce mean): a few fp32 ulps, rel 1e-6. A tolerance on the weights would be no easier to
+    meet: once the rounding differs at all, AdamW's m / sqrt(v) turns rounding noise in gradients
+    that are 0 in exact arithmetic (the key biases, by softmax's shift invariance) into steps of up
+    to lr, and different samples follow.
+    """
+    from safetensors.torch import load_file
+
+    from tempo_fast.train.log import read_metrics
+    steps = 3
+    # beta > 0: the on-policy GRPO loss is -mean(advantage) = 0; the KL term makes it > 0 after step 1
+    for name, nproc in (("one", 1), ("two", 2)):
+        run = {"steps": steps, "batch_size": 2 // nproc, "device": "cpu"}
+        _launch(_train_cfg(data_root, tmp_path / name, beta=0.1, run=run), nproc)
+    final = f"step_{steps:06d}"
+    assert sorted(p.name for p in (tmp_path / "two").glob("step_*")) == [final]
+    timing = ("time", "tokens_per_s", "samples_per_s")
+    one, two = [[{k: v for k, v in row.items() if not k.startswith(timing)}
+                 for row in read_metrics(tmp_path / name / "metrics.jsonl")] for name in ("one", "two")]
+    assert [r["step"] for r in two] == list(range(1, steps + 1))
+    assert len({r["reward_mean"] for r in one}) > 1 and all(r["grad_norm"] > 0 for r in one)  # not vacuous
+    assert all(r["loss"] > 0 and r["kl"] > 0 for r in one[1:])
+    for a, b in zip(one, two):
+        for key in ("loss", "loss_last"):
+            assert b.pop(key) == pytest.approx(a.pop(key), rel=1e-6, abs=1e-9)
+        assert b == a  # rewards, relevant fraction, lengths, clip fractions, ratio, kl, grad_norm, lr
+    w1 = load_file(tmp_path / "one" / final / "model.safetensors")
+    w2 = load_file(tmp_path / "two" / final / "model.safetensors")
+    assert w1.keys() == w2.keys()
+    for name in w1:
+        assert torch.equal(w2[name], w1[name]), name
+
+
+if __name__ == "__main__":  # one process of test_two_gloo_processes_match_one, under torch.distributed.run
+    from tempo_fast.config import config_from_dict, load_config_file
+    from tempo_fast.train.dist import cleanup
+    from tempo_fast.train.grpo import train_grpo
+    try:
+        train_grpo(config_from_dict(GRPOConfig, load_config_file(sys.argv[1])), reward_fn=_text_reward)
+    finally:
+        cleanup()

@@ -39,6 +39,7 @@ def test_sample_order_resumes_and_covers_epochs():
     assert sorted(first[:7]) == list(range(7)) and sorted(first[7:14]) == list(range(7))
     b = SampleOrder(7, seed=3)
     b.take(10)
+    assert b.drawn == 10  # across the epoch boundary
     state = b.state_dict()
     c = SampleOrder(7, seed=3)
     c.load_state_dict(state)
@@ -164,3 +165,26 @@ def test_metrics_logger_truncates_and_plots(tmp_path):
     assert png.stat().st_size > 1000
     with pytest.raises(ValueError, match="none of"):
         plot_curves(tmp_path / "metrics.jsonl", tmp_path / "d.png", ["reward"])
+
+
+def test_metrics_logger_writes_tensorboard_scalars(tmp_path):
+    """tensorboard=True: the scalars TensorBoard reads back are the JSONL's numbers (NaN and flags
+    left out), and after a resume the killed run's events past the checkpoint are hidden."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    with MetricsLogger(tmp_path, tensorboard=True) as log:  # a run killed after step 5, checkpoint at 3
+        for step in range(1, 6):
+            log.log(step, loss=torch.tensor(1.0 / step), lr=0.1, iou=math.nan, resumed=False)
+    with MetricsLogger(tmp_path, tensorboard=True) as log:  # its resumption
+        log.truncate_after(3)
+        log.log(4, loss=0.2, lr=0.3, iou=math.nan, resumed=True)
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    assert sorted(events.Tags()["scalars"]) == ["loss", "lr"]
+    rows = read_metrics(tmp_path / "metrics.jsonl")
+    for key in ("loss", "lr"):
+        scalars = events.Scalars(key)
+        assert [e.step for e in scalars] == [r["step"] for r in rows] == [1, 2, 3, 4]
+        assert [e.value for e in scalars] == pytest.approx([r[key] for r in rows], rel=1e-7)  # stored as fp32
+        assert [e.wall_time for e in scalars] == pytest.approx([r["time"] for r in rows], abs=1e-3)
+    assert [e.value for e in events.Scalars("loss")] == pytest.approx([1.0, 0.5, 1 / 3, 0.2], rel=1e-7)

@@ -148,6 +148,11 @@ class SampleOrder:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         return torch.randperm(self.n, generator=generator).tolist()
 
+    @property
+    def drawn(self) -> int:
+        """How many indices have been taken so far: the stream index of the next one."""
+        return self.epoch * self.n + self.position
+
     def take(self, k: int) -> list[int]:
         """The next `k` indices (crossing into the next epoch when this one runs out)."""
         out = []

@@ -35,10 +35,13 @@ Choices and simplifications (as in TRL's GRPOTrainer unless said):
   num_items_in_batch). Clip/ratio/KL stats are averaged over prompts.
 - One scheduler step per optimizer step, so a run makes steps * num_iterations of them.
 - The reference model is a deep copy taken before sharding, kept whole on every process.
-- Rollouts draw from one torch.Generator per process (seed + rank), saved in checkpoints, so a
-  resumed run samples exactly what an uninterrupted one would.
-- Logged metrics: the loss is the whole batch's (mean over processes); rewards, IoU, refusal
-  accuracy, clip fractions, KL, lengths and timings are rank 0's share of the batch.
+- Each prompt's rollouts draw from their own torch.Generator, seeded by the run's seed and the
+  prompt's place in the sample stream (`rollout_generator`), whatever process takes it: n
+  processes sample exactly what one process with the whole batch would, and a resumed run (the
+  sample order is in the checkpoint) what an uninterrupted one would.
+- Logged metrics: loss, rewards, IoU, refusal accuracy, relevant fraction, lengths, clip fractions,
+  ratio and KL are the whole batch's (all processes); grad_norm is of the averaged gradient;
+  timings and throughputs are rank 0's.
 
 Single device and torchrun run the same code:
 
@@ -99,15 +102,29 @@ def group_rewards(texts: list, sample, reward_config: RewardConfig) -> tuple[tor
     return rewards, stats
 
 
+def rollout_generator(seed: int, index: int) -> torch.Generator:
+    """The CPU generator the rollouts of a run's `index`-th sample (its place in the sample
+    stream, `SampleOrder.drawn`) draw from: a function of (seed, index) only, not of the rank."""
+    import numpy as np
+
+    mixed = np.random.SeedSequence([int(seed), int(index)]).generate_state(1, dtype=np.uint64)[0]
+    return torch.Generator().manual_seed(int(mixed))
+
+
 def collect_groups(engine, samples, num_generations: int, reward_config: RewardConfig, *,
-                   scale_rewards: str = "group", generator: torch.Generator | None = None,
-                   reward_fn=None) -> list[Group]:
-    """Rollouts, rewards and advantages for each sample. `reward_fn(texts, sample) -> ([G], stats)`
-    replaces the PIR rewards when given (e.g. a custom reward)."""
+                   scale_rewards: str = "group", generator=None, reward_fn=None) -> list[Group]:
+    """Rollouts, rewards and advantages for each sample. `generator`: one torch.Generator that the
+    samples draw from in turn, or a list of one per sample (None: torch's default).
+    `reward_fn(texts, sample) -> ([G], stats)` replaces the PIR rewards when given (e.g. a custom
+    reward)."""
     reward_fn = reward_fn or (lambda texts, sample: group_rewards(texts, sample, reward_config))
+    generators = list(generator) if isinstance(generator, (list, tuple)) else [generator] * len(samples)
+    if len(generators) != len(samples):
+        raise ValueError(f"collect_groups: {len(generators)} generators for {len(samples)} samples "
+                         "(pass one generator, or one per sample)")
     groups = []
-    for sample in samples:
-        rollout = engine.generate(sample.prompt, num_generations, generator=generator)
+    for sample, gen in zip(samples, generators):
+        rollout = engine.generate(sample.prompt, num_generations, generator=gen)
         rewards, stats = reward_fn(rollout.texts, sample)
         rewards = torch.as_tensor(rewards, dtype=torch.float32).reshape(num_generations)
         advantages = group_advantages(rewards, num_generations, scale=scale_rewards)
@@ -207,17 +224,19 @@ def _sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
-def grpo_step(vl, samples, cfg, *, engine, optimizer, scheduler=None, ref_model=None,
-              generator: torch.Generator | None = None, grad_accum: int = 1, world_size: int = 1,
-              reward_fn=None, all_reduce=None, reduce_grads=None) -> tuple[dict, list[Group]]:
+def grpo_step(vl, samples, cfg, *, engine, optimizer, scheduler=None, ref_model=None, generator=None,
+              grad_accum: int = 1, world_size: int = 1, reward_fn=None, all_reduce=None, gather=None,
+              reduce_grads=None) -> tuple[dict, list[Group]]:
     """One PIR-GRPO step on `samples` (a list of Samples): rollouts, rewards, advantages, optional
     reference log-probs, then num_iterations x (loss, backward, clip, optimizer step).
 
     vl: the VLModel; vl.model samples and is trained (plain, or FSDP2-sharded with the group loss
     registered as a forward method by `train_grpo`). ref_model: the frozen reference (needed when
-    cfg.beta > 0). grad_accum: the batch is split into this many micro-batches of whole groups.
-    world_size / all_reduce (sums a tensor over processes, returns the sum) / reduce_grads
-    (averages the gradients over processes, for replicated models): None in a single process.
+    cfg.beta > 0). generator: one torch.Generator for all rollouts, or one per sample. grad_accum:
+    the batch is split into this many micro-batches of whole groups. world_size / all_reduce (sums
+    a tensor over processes, returns the sum) / gather (returns the list of every process's
+    object) / reduce_grads (averages the gradients over processes, for replicated models): None in
+    a single process; every process must hold as many samples.
     reward_fn(texts, sample) -> (rewards [G], stats) replaces the PIR rewards when given.
     Returns (metrics, groups); metrics["loss"] is the first iteration's loss (before any update
     of this step), loss_last the last one's.
@@ -289,9 +308,12 @@ def grpo_step(vl, samples, cfg, *, engine, optimizer, scheduler=None, ref_model=
         losses.append(float(total))
     model.eval()
 
-    metrics = _step_metrics(groups, cfg)
-    if all_reduce is not None:  # the losses of the whole batch; other metrics are this process's
-        losses = (all_reduce(torch.tensor(losses, dtype=torch.float64, device=device)) / world_size).tolist()
+    metrics = _step_metrics(groups, gather)
+    if all_reduce is not None:  # means over processes of means over as many groups: the whole batch's
+        keys = sorted(stats_sum)
+        local = torch.tensor(losses + [stats_sum[k] for k in keys], dtype=torch.float64, device=device)
+        means = (all_reduce(local) / world_size).tolist()
+        losses, stats_sum = means[:len(losses)], dict(zip(keys, means[len(losses):]))
     grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
     metrics.update(loss=losses[0], loss_last=losses[-1], grad_norm=float(grad_norm), **stats_sum)
     rollout_s, ref_s = t1 - t0, t2 - t1
@@ -313,17 +335,25 @@ def _split(groups: list, parts: int) -> list:
     return [groups[i:i + size] for i in range(0, len(groups), size)]
 
 
-def _step_metrics(groups: list, cfg) -> dict:
-    rewards = torch.cat([g.rewards for g in groups])
-    lengths = torch.cat([g.rollout.lengths.float().cpu() for g in groups])
-    ious = [g.stats["iou"] for g in groups if "iou" in g.stats]
-    refusals = [g.stats["refused"] for g in groups if "refused" in g.stats]
+def _step_metrics(groups: list, gather=None) -> dict:
+    """Reward, IoU, refusal, relevance and length metrics of the groups of every process (in rank
+    order; `gather`: see grpo_step)."""
+    mine = {"rewards": torch.cat([g.rewards.cpu() for g in groups]),
+            "lengths": torch.cat([g.rollout.lengths.float().cpu() for g in groups]),
+            "iou": [g.stats["iou"].cpu() for g in groups if "iou" in g.stats],
+            "refused": [g.stats["refused"].cpu() for g in groups if "refused" in g.stats],
+            "relevant": sum(g.sample.relevance == RELEVANT for g in groups), "groups": len(groups)}
+    parts = [mine] if gather is None else gather(mine)
+    rewards = torch.cat([p["rewards"] for p in parts])
+    lengths = torch.cat([p["lengths"] for p in parts])
+    ious = [t for p in parts for t in p["iou"]]
+    refusals = [t for p in parts for t in p["refused"]]
     return {
         "reward_mean": float(rewards.mean()),
         "reward_std": float(rewards.std()) if rewards.numel() > 1 else 0.0,
         "iou": float(torch.cat(ious).mean()) if ious else math.nan,
         "refusal_acc": float(torch.cat(refusals).mean()) if refusals else math.nan,
-        "relevant_fraction": sum(g.sample.relevance == RELEVANT for g in groups) / len(groups),
+        "relevant_fraction": sum(p["relevant"] for p in parts) / sum(p["groups"] for p in parts),
         "completion_len": float(lengths.mean()),
         "completion_len_max": float(lengths.max()),
     }
@@ -401,37 +431,40 @@ def setup_grpo(cfg, *, reward_fn=None) -> dict:
     samples = GroundingSamples(records[cfg.data.split], vl, data_cfg, facts=facts, device=info.device)
     optimizer, scheduler = build_optimizer(vl.model, cfg.optim, cfg.run.steps * cfg.num_iterations)
     order = SampleOrder(len(samples), cfg.run.seed)
-    generator = torch.Generator().manual_seed(cfg.run.seed * 1_000_003 + info.rank)
     sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
                               top_k=cfg.top_k)
     start, checkpoint = 0, latest_checkpoint(out) if cfg.run.resume else None
     if checkpoint is not None:
         restored = load_checkpoint(checkpoint, model=vl, optimizer=optimizer, scheduler=scheduler)
         start = restored["step"]
-        order.load_state_dict(restored["data_state"])
-        states = restored["extra"]["generators"]
-        generator.set_state(states[info.rank % len(states)])
+        order.load_state_dict(restored["data_state"])  # the rollout generators follow from it
         if info.is_main:
             print(f"resumed from {checkpoint} at step {start}", flush=True)
     eval_records = pir_records(records.get("val", []), cfg.data, facts) if cfg.run.eval_every else []
     return {"cfg": cfg, "info": info, "vl": vl, "ref_model": ref_model, "samples": samples, "order": order,
-            "optimizer": optimizer, "scheduler": scheduler, "generator": generator,
-            "engine": RolloutEngine(vl, sampling), "start": start, "out": out, "checkpoint": checkpoint,
-            "eval_records": eval_records, "reward_fn": reward_fn, "reduce_grads": reduce_grads,
-            "all_reduce": all_reduce_sum if info.world_size > 1 else None}
+            "optimizer": optimizer, "scheduler": scheduler, "engine": RolloutEngine(vl, sampling),
+            "start": start, "out": out, "checkpoint": checkpoint, "eval_records": eval_records,
+            "reward_fn": reward_fn, "reduce_grads": reduce_grads,
+            "all_reduce": all_reduce_sum if info.world_size > 1 else None,
+            "gather": (lambda obj: _gather_objects(obj, info.world_size)) if info.world_size > 1 else None}
 
 
 def train_step(state: dict) -> dict:
     """One GRPO step on this process's share of the next batch; returns its metrics."""
-    from tempo_fast.train.sft import micro_batches
+    from tempo_fast.train.sft import micro_batches, rank_share
 
-    cfg, info = state["cfg"], state["info"]
-    parts = micro_batches(state["order"], info.rank, info.world_size, cfg.run.batch_size, cfg.run.grad_accum)
+    cfg, info, order = state["cfg"], state["info"], state["order"]
+    first = order.drawn  # the stream index of this step's first sample
+    parts = micro_batches(order, info.rank, info.world_size, cfg.run.batch_size, cfg.run.grad_accum)
+    places = rank_share(range(first, order.drawn), info.rank, info.world_size, cfg.run.batch_size,
+                        cfg.run.grad_accum)
     batch = [state["samples"][i] for part in parts for i in part]
+    generators = [rollout_generator(cfg.run.seed, k) for part in places for k in part]
     metrics, _ = grpo_step(state["vl"], batch, cfg, engine=state["engine"], optimizer=state["optimizer"],
-                           scheduler=state["scheduler"], ref_model=state["ref_model"], generator=state["generator"],
+                           scheduler=state["scheduler"], ref_model=state["ref_model"], generator=generators,
                            grad_accum=len(parts), world_size=info.world_size, reward_fn=state["reward_fn"],
-                           all_reduce=state["all_reduce"], reduce_grads=state["reduce_grads"])
+                           all_reduce=state["all_reduce"], gather=state["gather"],
+                           reduce_grads=state["reduce_grads"])
     return metrics
 
 
@@ -439,10 +472,9 @@ def _save(state: dict, step: int):
     from tempo_fast.train.checkpoint import save_checkpoint
 
     cfg = state["cfg"]
-    generators = _gather_objects(state["generator"].get_state(), state["info"].world_size)
     return save_checkpoint(state["out"], step=step, model=state["vl"], optimizer=state["optimizer"],
                            scheduler=state["scheduler"], data_state=state["order"].state_dict(), config=cfg,
-                           extra={"generators": generators}, keep=cfg.run.keep_checkpoints)
+                           keep=cfg.run.keep_checkpoints)
 
 
 def _evaluate(state: dict) -> dict:

@@ -6,9 +6,15 @@ TensorBoard, and PNG curves drawn from the JSONL.
 written; tensors and numpy scalars become plain numbers. Off rank 0 (`rank0=False`) it does
 nothing. On resume, lines for steps after the resumed step (written after the last checkpoint of
 a killed run) are dropped by `truncate_after(step)`, so the file reads as one uninterrupted run.
+
+With `tensorboard=True` the numeric values of each line (not NaN, not booleans) also go to
+TensorBoard event files in `out_dir/tb`, with the line's step and time, flushed with it. After
+`truncate_after(step)` the next writer starts with TensorBoard's purge marker (`purge_step`), so
+TensorBoard hides the killed run's events past `step` as well.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -31,19 +37,25 @@ class MetricsLogger:
                  filename: str = "metrics.jsonl"):
         self.enabled = bool(rank0)
         self.path = Path(out_dir) / filename
+        self.tb_dir = Path(out_dir) / "tb" if tensorboard else None
         self._file = None
         self._tb = None
+        self._purge_step = None  # truncate_after's step + 1: TensorBoard hides older events from this step on
         if not self.enabled:
             return
+        if tensorboard and importlib.util.find_spec("tensorboard") is None:  # fail here, not at the first step
+            raise ImportError("MetricsLogger: tensorboard=True needs the `tensorboard` package "
+                              "(pip install tensorboard)")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = open(self.path, "a", encoding="utf-8")
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError as err:
-                raise ImportError("MetricsLogger: tensorboard=True needs the `tensorboard` package "
-                                  "(pip install tensorboard)") from err
-            self._tb = SummaryWriter(str(Path(out_dir) / "tb"))
+
+    def _writer(self):
+        """The TensorBoard writer, opened on first use (after truncate_after, with its purge step)."""
+        if self._tb is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(str(self.tb_dir), purge_step=self._purge_step)
+        return self._tb
 
     def truncate_after(self, step: int) -> None:
         """Drop lines of steps > `step` (left by a run killed after its last checkpoint)."""
@@ -56,6 +68,11 @@ class MetricsLogger:
         tmp.write_text("".join(keep), encoding="utf-8")
         os.replace(tmp, self.path)
         self._file = open(self.path, "a", encoding="utf-8")
+        if self.tb_dir is not None:  # the next writer opens with the purge marker
+            if self._tb is not None:
+                self._tb.close()
+                self._tb = None
+            self._purge_step = int(step) + 1
 
     def log(self, step: int, **metrics) -> None:
         """Append one line for `step` (and TensorBoard scalars when enabled)."""
@@ -65,10 +82,12 @@ class MetricsLogger:
         row.update({key: _number(value) for key, value in metrics.items()})
         self._file.write(json.dumps(row) + "\n")
         self._file.flush()
-        if self._tb is not None:
+        if self.tb_dir is not None:
+            writer = self._writer()
             for key, value in row.items():
                 if key not in ("step", "time") and isinstance(value, (int, float)) and not isinstance(value, bool):
-                    self._tb.add_scalar(key, value, int(step))
+                    writer.add_scalar(key, value, row["step"], walltime=row["time"])
+            writer.flush()
 
     def close(self) -> None:
         if self._file is not None:

@@ -158,8 +158,13 @@ def autocast(device: torch.device):
 
 def micro_batches(order, rank: int, world: int, batch_size: int, grad_accum: int) -> list[list[int]]:
     """This rank's micro-batches of the next optimizer step (the global batch is taken from `order`)."""
-    indices = order.take(batch_size * grad_accum * world)
-    return [indices[(m * world + rank) * batch_size:(m * world + rank + 1) * batch_size] for m in range(grad_accum)]
+    return rank_share(order.take(batch_size * grad_accum * world), rank, world, batch_size, grad_accum)
+
+
+def rank_share(items, rank: int, world: int, batch_size: int, grad_accum: int) -> list:
+    """This rank's micro-batches of one step's global batch `items` (micro-batch m of rank r is the
+    (m * world + r)-th run of batch_size items)."""
+    return [items[(m * world + rank) * batch_size:(m * world + rank + 1) * batch_size] for m in range(grad_accum)]
 
 
 def train_step(state: dict) -> dict:
