@@ -6,16 +6,20 @@
 On a fresh machine with nothing downloaded, `run_demo(cfg)`:
 1. renders the synthetic set (`tempo_fast.data.generate_synthetic`: short clips of coloured shapes
    with events at known times; train / val / test splits by video) into OUT/data. The demo's data is
-   sized for its model: 4-8 s clips with 1-3 objects and events twice the generator's base length
-   (1-5 s), so that with 16 frames a temporal patch spans at most ~1 s and an event covers several
-   patches (with the generator's defaults, 8-16 s clips and 0.5-2.5 s events, an event is often
-   shorter than one patch and SFT did no better than a random window);
+   sized for its model and made so that the answer must come from the video: 4-8 s clips with one or
+   two objects, each doing ONE thing (appear, disappear, move or change colour) at a random time, with
+   the generator's base event lengths (0.5-2.5 s). With the generator's full schedules (an object
+   appears first, moves, disappears last) and longer events, the action word alone predicts the window
+   so well that a model asked about another video scored as high as on its own (see "grpo_swapped");
+   with 8-16 s clips, 16 frames were too coarse and SFT did no better than a random window;
 2. SFT of the `tiny` preset on the train split (`tempo_fast.train.sft.train_sft`; answers in the
    DESIGN.md grammar, PIR negatives answered `none`) into OUT/sft;
 3. PIR-GRPO from the SFT checkpoint (`tempo_fast.train.grpo.train_grpo`) into OUT/grpo;
 4. scores on the held-out split (`eval_split`; its relevant queries plus PIR negatives made from
    them with the `eval_*_fraction`s): the trivial baselines, SFT and GRPO
-   (`tempo_fast.train.evaluate`);
+   (`tempo_fast.train.evaluate`), and GRPO once more with every relevant query asked of another
+   held-out video ("grpo_swapped", `evaluate.swap_videos`): what the model scores without the video's
+   evidence is what it gets from the query text alone, so the gap to "grpo" is the grounding;
 5. ablations under the same visual-token budget (the same frames per video and pixels per frame):
    "saa" against "uniform" frame sampling, each the SFT recipe above (the "saa" run IS the main SFT
    run; "uniform" is a second SFT with uniformly spaced frames), and GRPO without the PIR samples
@@ -24,8 +28,8 @@ On a fresh machine with nothing downloaded, `run_demo(cfg)`:
    picture of one held-out video (OUT/saa.png, drawn by `tempo-fast saa`'s `draw`), prints the
    table and the `tempo-fast ground` command that runs the trained checkpoint (OUT/grpo/step_*).
 
-demo_metrics.json: {"baselines": {"whole", "random", "refuse"}, "sft", "grpo", "saa", "uniform",
-"grpo_no_pir"}, each with R1@0.5, R1@0.7, mIoU, refusal_acc, false_refusal (percent; see
+demo_metrics.json: {"baselines": {"whole", "random", "refuse"}, "sft", "grpo", "grpo_swapped", "saa",
+"uniform", "grpo_no_pir"}, each with R1@0.5, R1@0.7, mIoU, refusal_acc, false_refusal (percent; see
 `tempo_fast.train.evaluate`), plus "setup" (the resolved DemoConfig and the eval set's counts),
 "seconds" (wall time per stage), "checkpoint" and "ground_command". Runs resume from their folders,
 so a second `tempo-fast demo` with the same OUT reuses finished training.
@@ -52,12 +56,13 @@ class DemoConfig:
     quick: bool = False                    # smoke run for tests: a few clips and steps (about a minute)
     eval_split: Literal["val", "test"] = "test"  # held-out split scored (tune on val, report test)
     seed: int = 0                          # seed of the synthetic set, the PIR samples and training
-    num_videos: int = 600                  # synthetic clips, split 80/10/10 by video into train/val/test
+    num_videos: int = 1000                 # synthetic clips, split 80/10/10 by video into train/val/test
     min_seconds: float = 4.0               # shortest clip: short clips keep a temporal patch under ~0.5 s
     max_seconds: float = 8.0               # longest clip
     min_objects: int = 1                   # objects per clip, at least
-    max_objects: int = 3                   # objects per clip, at most
-    event_scale: float = 2.0               # event lengths times this (base 0.5-2.5 s), so events span several patches
+    max_objects: int = 2                   # objects per clip, at most
+    event_scale: float = 1.0               # event lengths times this (base 0.5-2.5 s)
+    events_per_object: int = 1             # events per object, at most (0: the generator's 1-4 in a fixed order)
     distractor_prob: float = 0.3           # chance of each distractor (shake, brightness, cut) per clip
     num_frames: int = 16                   # frames per video: with frame_pixels, the visual-token budget
     frame_pixels: int = 84 * 84            # pixels per frame fed to the model (min = max pixels)
@@ -67,7 +72,7 @@ class DemoConfig:
     partial_fraction: float = 0.2          # share of training samples made partially irrelevant
     eval_irrelevant_fraction: float = 0.2  # share of held-out samples made irrelevant
     eval_partial_fraction: float = 0.2     # share of held-out samples made partially irrelevant
-    sft_steps: int = 1200                  # SFT optimizer steps
+    sft_steps: int = 2000                  # SFT optimizer steps
     sft_lr: float = 3e-3                   # SFT peak learning rate
     batch_size: int = 8                    # SFT samples per step
     grpo_steps: int = 100                  # GRPO optimizer steps
@@ -93,7 +98,8 @@ def data_config(cfg: DemoConfig, *, sampling: str = "saa"):
 
     return DataConfig(root=str(Path(cfg.out) / "data"), num_videos=cfg.num_videos, seed=cfg.seed,
                       min_seconds=cfg.min_seconds, max_seconds=cfg.max_seconds, min_objects=cfg.min_objects,
-                      max_objects=cfg.max_objects, event_scale=cfg.event_scale, distractor_prob=cfg.distractor_prob,
+                      max_objects=cfg.max_objects, event_scale=cfg.event_scale,
+                      events_per_object=cfg.events_per_object, distractor_prob=cfg.distractor_prob,
                       split="train", num_frames=cfg.num_frames, sampling=sampling, alpha=cfg.alpha,
                       min_pixels=cfg.frame_pixels, max_pixels=cfg.frame_pixels,
                       irrelevant_fraction=cfg.irrelevant_fraction, partial_fraction=cfg.partial_fraction)
@@ -146,7 +152,8 @@ def _plain(metrics: dict) -> dict:
 
 def format_table(results: dict) -> str:
     rows = [(f"baseline: {name}", m) for name, m in results["baselines"].items()]
-    rows += [(name, results[name]) for name in ("sft", "grpo", "saa", "uniform", "grpo_no_pir") if name in results]
+    rows += [(name, results[name]) for name in ("sft", "grpo", "grpo_swapped", "saa", "uniform", "grpo_no_pir")
+             if name in results]
     head = f"{'':<20}" + "".join(f"{k:>14}" for k in METRICS)
     lines = [head, "-" * len(head)]
     for name, m in rows:
@@ -176,7 +183,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     import torch
 
     from tempo_fast.train.data import prepare_synthetic
-    from tempo_fast.train.evaluate import baselines
+    from tempo_fast.train.evaluate import baselines, swap_videos
     from tempo_fast.train.grpo import train_grpo
     from tempo_fast.train.log import plot_curves
     from tempo_fast.train.sft import train_sft
@@ -208,6 +215,9 @@ def run_demo(cfg: DemoConfig) -> dict:
     results = {"baselines": baselines(held_out, seed=cfg.seed)}
     results["sft"] = _score(sft_ckpt, held_out, saa_data, cfg.max_new_tokens)
     results["grpo"] = _score(grpo_ckpt, held_out, saa_data, cfg.max_new_tokens)
+    swapped = swap_videos(held_out, seed=cfg.seed)  # empty when the split holds one video (--quick)
+    results["grpo_swapped"] = (_score(grpo_ckpt, swapped, saa_data, cfg.max_new_tokens) if swapped
+                               else dict.fromkeys(METRICS, math.nan))
     lap("evaluate")
 
     uniform_data = data_config(cfg, sampling="uniform")

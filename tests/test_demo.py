@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from tempo_fast.data.loaders import GroundingRecord
-from tempo_fast.train.evaluate import METRIC_KEYS, baselines, evaluate_grounding
+from tempo_fast.train.evaluate import METRIC_KEYS, baselines, evaluate_grounding, swap_videos
 
 
 def record(i, windows=(), relevance="relevant", duration=10.0):
@@ -94,6 +94,19 @@ def test_random_baseline_matches_its_expected_iou():
     assert baselines(records, seed=4)["random"] != got
 
 
+def test_swap_videos_asks_every_relevant_query_of_another_video():
+    records = [GroundingRecord(id=i, video_id=f"v{i // 2}", video_path=Path(f"/videos/v{i // 2}.mp4"), duration=10.0,
+                               query=f"query {i}", windows=((i, i + 1.0),)) for i in range(9)]
+    records[4] = record(99, relevance="irrelevant")
+    swapped = swap_videos(records, seed=1)
+    assert [r.query for r in swapped] == [r.query for r in records if r.relevance == "relevant"]
+    for before, after in zip([r for r in records if r.relevance == "relevant"], swapped):
+        assert after.video_path != before.video_path and after.windows == before.windows
+        assert after.video_path in {r.video_path for r in records}
+    assert swap_videos(records, seed=1) == swapped
+    assert swap_videos(records[:2]) == []  # one video: nothing to swap with
+
+
 def test_baselines_need_durations():
     with pytest.raises(ValueError, match="duration"):
         baselines([record(1, [(0, 1)], duration=None)])
@@ -112,7 +125,7 @@ def test_demo_quick_writes_metrics_and_pictures(quick_demo):
     code, out = quick_demo
     assert code == 0
     report = json.loads((out / "demo_metrics.json").read_text())
-    for name in ("sft", "grpo", "saa", "uniform", "grpo_no_pir"):
+    for name in ("sft", "grpo", "grpo_swapped", "saa", "uniform", "grpo_no_pir"):
         assert set(METRIC_KEYS) <= set(report[name]), name
     assert set(report["baselines"]) == {"whole", "random", "refuse"}
     for metrics in report["baselines"].values():

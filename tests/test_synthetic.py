@@ -157,7 +157,28 @@ def test_encoder_failure_is_reported_and_leaves_no_files(tmp_path):
     ({"min_seconds": 5.0, "max_seconds": 4.0}, "seconds range"),
     ({"split_fractions": (0.5, 0.5, 0.5)}, "split_fractions"),
     ({"shake_prob": 2.0}, "shake_prob=2.0"),
+    ({"events_per_object": -1}, "events_per_object=-1"),
 ])
 def test_config_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
         SynthConfig(**kwargs)
+
+
+def test_events_per_object_caps_each_object_and_spreads_actions_over_time():
+    config = SynthConfig(**{**TINY, "num_videos": 60, "width": 64, "height": 64, "min_seconds": 4.0,
+                            "max_seconds": 8.0, "events_per_object": 1})
+    plans = [plan_video(config, i) for i in range(config.num_videos)]
+    starts = {}
+    for plan in plans:
+        per_object = {}
+        for event in plan["events"]:
+            per_object[event["object"]] = per_object.get(event["object"], 0) + 1
+            starts.setdefault(event["action"], []).append(event["start"] / plan["duration"])
+        assert per_object and max(per_object.values()) == 1
+    # one event alone may be an appearance late in the clip or a disappearance early on
+    assert max(starts["appear"]) > 0.4 and min(starts["disappear"]) < 0.4
+    # the cap draws from the rng only when it bites, so the default (uncapped) plans did not change
+    for cap in (0, 10):
+        capped = SynthConfig(**{**config.__dict__, "events_per_object": cap})
+        assert [plan_video(capped, i) for i in range(5)] == [
+            plan_video(SynthConfig(**{**config.__dict__, "events_per_object": 0}), i) for i in range(5)]

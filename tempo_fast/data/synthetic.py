@@ -77,6 +77,7 @@ class SynthConfig:
     min_objects: int = 2                        # objects per clip, at least
     max_objects: int = 4                        # objects per clip, at most
     event_scale: float = 1.0                    # event lengths times this (base: appear/disappear 0.5-1 s, move 1-2.5 s, change 1-2 s)
+    events_per_object: int = 0                  # at most this many events per object (0: 1-4, appear first, disappear last)
     shake_prob: float = 0.5                     # chance of one camera-shake stretch per clip
     brightness_prob: float = 0.5                # chance of one brightness ramp per clip
     cut_prob: float = 0.4                       # chance of one scene cut (background change) per clip
@@ -96,6 +97,8 @@ class SynthConfig:
                 problems.append(f"{name}={value} must be even and >= 16 (H.264 4:2:0)")
         if not 0.25 <= self.event_scale <= 8.0:
             problems.append(f"event_scale={self.event_scale} must be in [0.25, 8]")
+        if self.events_per_object < 0:
+            problems.append(f"events_per_object={self.events_per_object} must be >= 0 (0: no limit)")
         if self.fps < 1:
             problems.append(f"fps={self.fps} must be >= 1")
         if not 2.0 <= self.min_seconds <= self.max_seconds:
@@ -199,13 +202,18 @@ def _frame_time(k: int, fps: int) -> float:
     return round(k / fps, 6)
 
 
-def _object_schedule(rng: np.random.Generator, num_frames: int, fps: int,
-                     event_scale: float = 1.0) -> list[tuple[str, int, int]]:
+def _object_schedule(rng: np.random.Generator, num_frames: int, fps: int, event_scale: float = 1.0,
+                     max_events: int = 0) -> list[tuple[str, int, int]]:
     """(action, start frame, end frame) of one object's events, in time order, never overlapping;
-    event lengths are the base ranges times `event_scale`."""
+    event lengths are the base ranges times `event_scale`. `max_events` > 0 keeps that many of the
+    drawn events (a random subset, in order), so with 1 an object's one event may be any action at
+    any time: its kind then says nothing about when it happens."""
     middle = ["move"] * int(rng.integers(1, 3)) + (["change"] if rng.random() < 0.45 else [])
     rng.shuffle(middle)
     actions = (["appear"] if rng.random() < 0.5 else []) + middle + (["disappear"] if rng.random() < 0.4 else [])
+    if 0 < max_events < len(actions):
+        keep = np.sort(rng.choice(len(actions), size=max_events, replace=False))
+        actions = [actions[i] for i in keep]
     lengths = {"appear": (0.5, 1.0), "disappear": (0.5, 1.0), "move": (1.0, 2.5), "change": (1.0, 2.0)}
     min_gap = max(1, round(0.5 * fps))
     while actions:
@@ -383,7 +391,8 @@ def _place_objects(rng, config: SynthConfig, num_frames: int) -> list[dict]:
             radius = max(2.0, SIZES[size] * short)
             free = [c for c in COLOURS if (c, shape) not in chosen
                     and all(o["shape"] != shape or c not in o["colours"] for o in objects)]
-            track = _object_track(rng, _object_schedule(rng, num_frames, fps, config.event_scale), radius, config.width,
+            schedule = _object_schedule(rng, num_frames, fps, config.event_scale, config.events_per_object)
+            track = _object_track(rng, schedule, radius, config.width,
                                   config.height, colour, free, extents, num_frames)
             if track is not None:
                 break
@@ -561,6 +570,7 @@ def _check_resume(out_dir: Path, config: SynthConfig) -> None:
     old = json.loads(path.read_text(encoding="utf-8"))
     new = config.content_fields()
     old.setdefault("event_scale", 1.0)  # folders written before the field existed
+    old.setdefault("events_per_object", 0)
     differ = sorted(k for k in new if old.get(k) != new[k])
     if differ:
         raise ValueError(f"{out_dir} holds a synthetic set made with other settings "

@@ -36,6 +36,7 @@ class DataConfig:
     min_objects: int = 2                       # objects per synthetic clip, at least
     max_objects: int = 4                       # objects per synthetic clip, at most
     event_scale: float = 1.0                   # synthetic event lengths times this (SynthConfig.event_scale)
+    events_per_object: int = 0                 # synthetic events per object, at most (0: 1-4; SynthConfig)
     distractor_prob: float | None = None       # chance of each distractor (shake, brightness, cut) per clip (None: SynthConfig's)
     split: str = "train"                       # split to train on (train / val / test)
     num_frames: int = 8                        # frames given to the model per video (even)

@@ -55,7 +55,8 @@ def prepare_synthetic(data_cfg, *, progress: bool = False):
             config = SynthConfig(num_videos=data_cfg.num_videos, seed=data_cfg.seed, width=data_cfg.clip_size,
                                  height=data_cfg.clip_size, min_seconds=data_cfg.min_seconds,
                                  max_seconds=data_cfg.max_seconds, min_objects=data_cfg.min_objects,
-                                 max_objects=data_cfg.max_objects, event_scale=data_cfg.event_scale, **distractors)
+                                 max_objects=data_cfg.max_objects, event_scale=data_cfg.event_scale,
+                                 events_per_object=data_cfg.events_per_object, **distractors)
             generate_synthetic(root, config, progress=progress)
     barrier()
     records = {split: _split_records(root, split) for split in SPLITS}

@@ -8,6 +8,9 @@ rollout per prompt through `tempo_fast.rollout.RolloutEngine`), parses each answ
     "random"  one window with both ends uniform in [0, duration], seeded,
     "refuse"  always refuse.
 
+`swap_videos(records)` asks every relevant query of another video: a model's score there is what it
+gets from the query text alone, the part of its score that is not grounding.
+
 Metrics (`score_answers`, all in percent with two decimals, as `tempo-fast eval` prints them):
     R1@0.5, R1@0.7, mIoU   over the relevant records: the IoU of the answer's FIRST window with the
                            best-overlapping ground-truth window; a refusal or an answer without a
@@ -88,6 +91,26 @@ def baselines(records: Sequence, *, seed: int = 0) -> dict:
     refuse = [Answer(windows=(), refused=True, well_formed=True)] * len(records)
     answers = dict(zip(BASELINES, (whole, rand, refuse)))
     return {name: {**score_answers(records, answers[name]), "well_formed": math.nan} for name in BASELINES}
+
+
+def swap_videos(records: Sequence, *, seed: int = 0) -> list:
+    """The relevant records, each asked of ANOTHER record's video (a seeded derangement over the
+    distinct videos), ground truth unchanged: a model scored on these sees no video evidence for its
+    query, so what it still gets right comes from priors of the text alone (e.g. "appears" near the
+    start). Records whose video is the only one are left out."""
+    import dataclasses
+
+    relevant = [r for r in records if r.relevance == "relevant"]
+    videos = sorted({str(r.video_path) for r in relevant})
+    if len(videos) < 2:
+        return []
+    rng = random.Random(seed)
+    order = videos[:]
+    rng.shuffle(order)
+    other = {v: order[(i + 1) % len(order)] for i, v in enumerate(order)}  # a cycle: never itself
+    by_path = {str(r.video_path): r for r in relevant}
+    return [dataclasses.replace(r, id=f"{r.id}_swapped", video_path=by_path[other[str(r.video_path)]].video_path)
+            for r in relevant]
 
 
 def record_prompts(vl, records: Sequence, data_cfg) -> list:

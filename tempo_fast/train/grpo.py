@@ -501,4 +501,5 @@ def train_grpo(cfg, *, reward_fn=None):
 
     return run_steps(setup_grpo(cfg, reward_fn=reward_fn), cfg.run, name="grpo", train_step=train_step,
                      evaluate=_evaluate, save=_save, eval_on_every_rank=True,
-                     postfix=lambda m: {"loss": f"{m['loss']:.4f}", "reward": f"{m['reward_mean']:.3f}"})
+                     postfix=lambda m: {"reward": f"{m['reward_mean']:.3f}", "iou": f"{m['iou']:.3f}",
+                                        "refusal": f"{m['refusal_acc']:.2f}"})
