@@ -1,6 +1,6 @@
 """The end-to-end demo: synthetic data -> SFT -> PIR-GRPO -> held-out evaluation, with ablations.
 
-    tempo-fast demo                    # about 10 minutes on a 2-core CPU, writes runs/demo
+    tempo-fast demo                    # about 7 minutes on a 2-core CPU, writes runs/demo
     tempo-fast demo --quick --out tmp  # a smoke run in about a minute (tests)
 
 On a fresh machine with nothing downloaded, `run_demo(cfg)`:
@@ -17,9 +17,10 @@ On a fresh machine with nothing downloaded, `run_demo(cfg)`:
 3. PIR-GRPO from the SFT checkpoint (`tempo_fast.train.grpo.train_grpo`) into OUT/grpo;
 4. scores on the held-out split (`eval_split`; its relevant queries plus PIR negatives made from
    them with the `eval_*_fraction`s): the trivial baselines, SFT and GRPO
-   (`tempo_fast.train.evaluate`), and GRPO once more with every relevant query asked of another
-   held-out video ("grpo_swapped", `evaluate.swap_videos`): what the model scores without the video's
-   evidence is what it gets from the query text alone, so the gap to "grpo" is the grounding;
+   (`tempo_fast.train.evaluate`), and SFT and GRPO once more with every relevant query asked of
+   another held-out video ("sft_swapped", "grpo_swapped", `evaluate.swap_videos`): what a model
+   scores without the video's evidence it gets from the query text alone (and the clip length the
+   timestamps give away), so the gap to "sft" / "grpo" is what it takes from the video;
 5. ablations under the same visual-token budget (the same frames per video and pixels per frame):
    "saa" against "uniform" frame sampling, each the SFT recipe above (the "saa" run IS the main SFT
    run; "uniform" is a second SFT with uniformly spaced frames), and GRPO without the PIR samples
@@ -28,8 +29,8 @@ On a fresh machine with nothing downloaded, `run_demo(cfg)`:
    picture of one held-out video (OUT/saa.png, drawn by `tempo-fast saa`'s `draw`), prints the
    table and the `tempo-fast ground` command that runs the trained checkpoint (OUT/grpo/step_*).
 
-demo_metrics.json: {"baselines": {"whole", "random", "refuse"}, "sft", "grpo", "grpo_swapped", "saa",
-"uniform", "grpo_no_pir"}, each with R1@0.5, R1@0.7, mIoU, refusal_acc, false_refusal (percent; see
+demo_metrics.json: {"baselines": {"whole", "random", "refuse"}, "sft", "sft_swapped", "grpo",
+"grpo_swapped", "saa", "uniform", "grpo_no_pir"}, each with R1@0.5, R1@0.7, mIoU, refusal_acc, false_refusal (percent; see
 `tempo_fast.train.evaluate`), plus "setup" (the resolved DemoConfig and the eval set's counts),
 "seconds" (wall time per stage), "checkpoint" and "ground_command". Runs resume from their folders,
 so a second `tempo-fast demo` with the same OUT reuses finished training.
@@ -152,7 +153,8 @@ def _plain(metrics: dict) -> dict:
 
 def format_table(results: dict) -> str:
     rows = [(f"baseline: {name}", m) for name, m in results["baselines"].items()]
-    rows += [(name, results[name]) for name in ("sft", "grpo", "grpo_swapped", "saa", "uniform", "grpo_no_pir")
+    rows += [(name, results[name]) for name in ("sft", "sft_swapped", "grpo", "grpo_swapped", "saa", "uniform",
+                                                  "grpo_no_pir")
              if name in results]
     head = f"{'':<20}" + "".join(f"{k:>14}" for k in METRICS)
     lines = [head, "-" * len(head)]
@@ -216,8 +218,9 @@ def run_demo(cfg: DemoConfig) -> dict:
     results["sft"] = _score(sft_ckpt, held_out, saa_data, cfg.max_new_tokens)
     results["grpo"] = _score(grpo_ckpt, held_out, saa_data, cfg.max_new_tokens)
     swapped = swap_videos(held_out, seed=cfg.seed)  # empty when the split holds one video (--quick)
-    results["grpo_swapped"] = (_score(grpo_ckpt, swapped, saa_data, cfg.max_new_tokens) if swapped
-                               else dict.fromkeys(METRICS, math.nan))
+    for name, checkpoint in (("sft_swapped", sft_ckpt), ("grpo_swapped", grpo_ckpt)):
+        results[name] = (_score(checkpoint, swapped, saa_data, cfg.max_new_tokens) if swapped
+                         else dict.fromkeys(METRICS, math.nan))
     lap("evaluate")
 
     uniform_data = data_config(cfg, sampling="uniform")
@@ -229,8 +232,8 @@ def run_demo(cfg: DemoConfig) -> dict:
     lap("ablations")
 
     plot_curves(out / "sft" / "metrics.jsonl", out / "sft_curves.png", ["loss", "lr"], title="SFT")
-    plot_curves(out / "grpo" / "metrics.jsonl", out / "grpo_curves.png",
-                ["reward_mean", "iou", "refusal_acc", "loss"], title="PIR-GRPO")
+    plot_curves(out / "grpo" / "metrics.jsonl", out / "grpo_curves.png",  # (the loss is 0 on average at beta 0)
+                ["reward_mean", "iou", "refusal_acc", "completion_len"], title="PIR-GRPO", smooth=10)
     example = next(r for r in held_out if r.relevance == "relevant")
     saa_picture(str(example.video_path), cfg, out / "saa.png")
     lap("plots")

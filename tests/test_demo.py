@@ -125,7 +125,7 @@ def test_demo_quick_writes_metrics_and_pictures(quick_demo):
     code, out = quick_demo
     assert code == 0
     report = json.loads((out / "demo_metrics.json").read_text())
-    for name in ("sft", "grpo", "grpo_swapped", "saa", "uniform", "grpo_no_pir"):
+    for name in ("sft", "sft_swapped", "grpo", "grpo_swapped", "saa", "uniform", "grpo_no_pir"):
         assert set(METRIC_KEYS) <= set(report[name]), name
     assert set(report["baselines"]) == {"whole", "random", "refuse"}
     for metrics in report["baselines"].values():

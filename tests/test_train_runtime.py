@@ -149,6 +149,16 @@ def test_checkpoint_round_trip_atomic_and_pruned(vl, tmp_path):
         load_checkpoint(folder / "step_000005", model=other)
 
 
+def test_running_mean_skips_nans():
+    import math
+
+    from tempo_fast.train.log import running_mean
+
+    got = running_mean([1.0, 3.0, math.nan, 5.0, 7.0], 3)
+    assert got[:4] == [1.0, 2.0, 2.0, 4.0] and got[4] == 6.0
+    assert math.isnan(running_mean([math.nan], 2)[0])
+
+
 def test_metrics_logger_truncates_and_plots(tmp_path):
     with MetricsLogger(tmp_path) as log:
         for step in range(1, 6):
@@ -162,6 +172,7 @@ def test_metrics_logger_truncates_and_plots(tmp_path):
     MetricsLogger(tmp_path / "off", rank0=False).log(1, loss=1.0)
     assert not (tmp_path / "off" / "metrics.jsonl").exists()
     png = plot_curves(tmp_path / "metrics.jsonl", tmp_path / "c.png", ["loss", "lr"])
+    assert plot_curves(tmp_path / "metrics.jsonl", tmp_path / "s.png", ["loss"], smooth=3).stat().st_size > 0
     assert png.stat().st_size > 1000
     with pytest.raises(ValueError, match="none of"):
         plot_curves(tmp_path / "metrics.jsonl", tmp_path / "d.png", ["reward"])

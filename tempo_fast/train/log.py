@@ -113,8 +113,18 @@ def read_metrics(metrics_jsonl) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def plot_curves(metrics_jsonl, out_png, keys, *, title: str | None = None) -> Path:
-    """One panel per metric in `keys` (against step) from a metrics JSONL, saved as a PNG."""
+def running_mean(values: list, window: int) -> list:
+    """Mean of each value and up to `window - 1` before it (NaNs left out; NaN if all are)."""
+    out = []
+    for i in range(len(values)):
+        chunk = [v for v in values[max(0, i - window + 1):i + 1] if v == v]
+        out.append(sum(chunk) / len(chunk) if chunk else math.nan)
+    return out
+
+
+def plot_curves(metrics_jsonl, out_png, keys, *, title: str | None = None, smooth: int = 0) -> Path:
+    """One panel per metric in `keys` (against step) from a metrics JSONL, saved as a PNG.
+    smooth > 1 draws the raw values faintly with their `running_mean` over `smooth` logged steps."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -129,7 +139,13 @@ def plot_curves(metrics_jsonl, out_png, keys, *, title: str | None = None) -> Pa
     fig, axes = plt.subplots(1, len(present), figsize=(4 * len(present), 3), squeeze=False)
     for ax, key in zip(axes[0], present):
         points = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), (int, float))]
-        ax.plot([p[0] for p in points], [p[1] for p in points], marker="." if len(points) < 50 else None)
+        steps, values = [p[0] for p in points], [float(p[1]) for p in points]
+        if smooth > 1:
+            ax.plot(steps, values, alpha=0.3, color="C0")
+            ax.plot(steps, running_mean(values, smooth), color="C0", label=f"mean of {smooth}")
+            ax.legend(loc="best", fontsize=8)
+        else:
+            ax.plot(steps, values, marker="." if len(points) < 50 else None)
         ax.set_xlabel("step")
         ax.set_title(key)
         ax.grid(alpha=0.3)
