@@ -231,7 +231,8 @@ def run_demo(cfg: DemoConfig) -> dict:
     results["grpo_no_pir"] = _score(no_pir_ckpt, held_out, saa_data, cfg.max_new_tokens)
     lap("ablations")
 
-    plot_curves(out / "sft" / "metrics.jsonl", out / "sft_curves.png", ["loss", "lr"], title="SFT")
+    plot_curves(out / "sft" / "metrics.jsonl", out / "sft_curves.png", ["loss", "lr"], title="SFT",
+                log_scale=("loss",))
     plot_curves(out / "grpo" / "metrics.jsonl", out / "grpo_curves.png",  # (the loss is 0 on average at beta 0)
                 ["reward_mean", "iou", "refusal_acc", "completion_len"], title="PIR-GRPO", smooth=10)
     example = next(r for r in held_out if r.relevance == "relevant")

@@ -172,7 +172,8 @@ def test_metrics_logger_truncates_and_plots(tmp_path):
     MetricsLogger(tmp_path / "off", rank0=False).log(1, loss=1.0)
     assert not (tmp_path / "off" / "metrics.jsonl").exists()
     png = plot_curves(tmp_path / "metrics.jsonl", tmp_path / "c.png", ["loss", "lr"])
-    assert plot_curves(tmp_path / "metrics.jsonl", tmp_path / "s.png", ["loss"], smooth=3).stat().st_size > 0
+    assert plot_curves(tmp_path / "metrics.jsonl", tmp_path / "s.png", ["loss"], smooth=3,
+                       log_scale=("loss",)).stat().st_size > 0
     assert png.stat().st_size > 1000
     with pytest.raises(ValueError, match="none of"):
         plot_curves(tmp_path / "metrics.jsonl", tmp_path / "d.png", ["reward"])

@@ -122,9 +122,11 @@ def running_mean(values: list, window: int) -> list:
     return out
 
 
-def plot_curves(metrics_jsonl, out_png, keys, *, title: str | None = None, smooth: int = 0) -> Path:
+def plot_curves(metrics_jsonl, out_png, keys, *, title: str | None = None, smooth: int = 0,
+                log_scale=()) -> Path:
     """One panel per metric in `keys` (against step) from a metrics JSONL, saved as a PNG.
-    smooth > 1 draws the raw values faintly with their `running_mean` over `smooth` logged steps."""
+    smooth > 1 draws the raw values faintly with their `running_mean` over `smooth` logged steps;
+    the metrics named in `log_scale` get a log y axis (when all their values are positive)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -146,6 +148,8 @@ def plot_curves(metrics_jsonl, out_png, keys, *, title: str | None = None, smoot
             ax.legend(loc="best", fontsize=8)
         else:
             ax.plot(steps, values, marker="." if len(points) < 50 else None)
+        if key in log_scale and min(values) > 0:
+            ax.set_yscale("log")
         ax.set_xlabel("step")
         ax.set_title(key)
         ax.grid(alpha=0.3)
