@@ -182,3 +182,15 @@ def test_events_per_object_caps_each_object_and_spreads_actions_over_time():
         capped = SynthConfig(**{**config.__dict__, "events_per_object": cap})
         assert [plan_video(capped, i) for i in range(5)] == [
             plan_video(SynthConfig(**{**config.__dict__, "events_per_object": 0}), i) for i in range(5)]
+
+
+def test_cli_passes_event_settings(tmp_path):
+    from tempo_fast.cli import main
+
+    assert main(["synth", "--out", str(tmp_path), "--num-videos", "2", "--size", "32x32", "--seconds", "2-4",
+                 "--objects", "1-2", "--event-scale", "0.5", "--events-per-object", "1", "--workers", "1",
+                 "--no-progress"]) == 0
+    written = json.loads((tmp_path / "config.json").read_text())
+    assert written["event_scale"] == 0.5 and written["events_per_object"] == 1
+    for plan in load_facts(tmp_path).values():
+        assert len(plan["events"]) == len({e["object"] for e in plan["events"]})

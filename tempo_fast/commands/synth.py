@@ -1,4 +1,5 @@
-"""`tempo-fast synth --out DIR [--num-videos N] [--seed S] [--size WxH] [--fps F] [--seconds A-B]`:
+"""`tempo-fast synth --out DIR [--num-videos N] [--seed S] [--size WxH] [--fps F] [--seconds A-B]
+[--objects A-B] [--event-scale X] [--events-per-object K]`:
 render the synthetic grounding set (H.264 clips, QVHighlights-layout splits, facts sidecar) into
 DIR; clips already in DIR are kept, so an interrupted run resumes where it stopped."""
 from __future__ import annotations
@@ -38,6 +39,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fps", type=int, default=8, help="frames per second")
     parser.add_argument("--seconds", type=_seconds, default=(8.0, 16.0), metavar="A-B", help="clip length range in seconds")
     parser.add_argument("--objects", type=_objects, default=(2, 4), metavar="A-B", help="objects per clip")
+    parser.add_argument("--event-scale", type=float, default=1.0,
+                        help="event lengths times this (base: appear/disappear 0.5-1 s, move 1-2.5 s, change 1-2 s)")
+    parser.add_argument("--events-per-object", type=int, default=0,
+                        help="at most this many events per object, at random times (0: 1-4, appear first, disappear last)")
     parser.add_argument("--crf", type=int, default=20, help="x264 constant rate factor")
     parser.add_argument("--workers", type=int, default=0, help="rendering processes (0: one per CPU core)")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="show a progress bar")
@@ -49,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = SynthConfig(num_videos=args.num_videos, seed=args.seed, width=args.size[0], height=args.size[1],
                              fps=args.fps, min_seconds=args.seconds[0], max_seconds=args.seconds[1],
-                             min_objects=args.objects[0], max_objects=args.objects[1], crf=args.crf,
+                             min_objects=args.objects[0], max_objects=args.objects[1],
+                             event_scale=args.event_scale, events_per_object=args.events_per_object, crf=args.crf,
                              workers=args.workers)
         result = generate_synthetic(args.out, config, progress=args.progress)
     except ValueError as exc:  # bad settings, or a folder made with other settings
