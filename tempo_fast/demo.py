@@ -30,8 +30,8 @@ On a fresh machine with nothing downloaded, `run_demo(cfg)`:
    table and the `tempo-fast ground` command that runs the trained checkpoint (OUT/grpo/step_*).
 
 demo_metrics.json: {"baselines": {"whole", "random", "refuse"}, "sft", "sft_swapped", "grpo",
-"grpo_swapped", "saa", "uniform", "grpo_no_pir"}, each with R1@0.5, R1@0.7, mIoU, refusal_acc, false_refusal (percent; see
-`tempo_fast.train.evaluate`), plus "setup" (the resolved DemoConfig and the eval set's counts),
+"grpo_swapped", "saa", "uniform", "grpo_no_pir"}, each with R1@0.5, R1@0.7, mIoU, refusal_acc,
+false_refusal (percent; see `tempo_fast.train.evaluate`), plus "setup" (the resolved DemoConfig and the eval set's counts),
 "seconds" (wall time per stage), "checkpoint" and "ground_command". Runs resume from their folders,
 so a second `tempo-fast demo` with the same OUT reuses finished training.
 """
@@ -77,7 +77,7 @@ class DemoConfig:
     sft_lr: float = 3e-3                   # SFT peak learning rate
     batch_size: int = 8                    # SFT samples per step
     grpo_steps: int = 100                  # GRPO optimizer steps
-    grpo_lr: float = 1e-4                  # GRPO peak learning rate (3e-4 moved the policy further from SFT for no gain on val)
+    grpo_lr: float = 1e-4                  # GRPO peak learning rate (3e-4 drifted from SFT for no gain on val)
     grpo_batch_size: int = 4               # GRPO prompts per step
     num_generations: int = 8               # G: sampled answers per prompt in GRPO
     max_new_tokens: int = 24               # longest answer (GRPO sampling and evaluation)
