@@ -17,18 +17,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tempo_fast.config import config_from_args
     from tempo_fast.train.config import GRPOConfig
-    from tempo_fast.train.dist import cleanup
     from tempo_fast.train.grpo import train_grpo
+    from tempo_fast.train.loop import run_command
 
-    try:
-        cfg = config_from_args(GRPOConfig, args)
-    except (TypeError, ValueError, FileNotFoundError) as exc:  # a bad flag value or config file
-        raise SystemExit(f"tempo-fast grpo: {exc}") from None
-    try:
-        final = train_grpo(cfg)
-    finally:
-        cleanup()  # leave the torchrun process group, as `tempo-fast sft` does
+    final = run_command("grpo", GRPOConfig, train_grpo, args)
     print(f"tempo-fast grpo: final checkpoint {final}")
     return 0

@@ -15,17 +15,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tempo_fast.config import config_from_args
     from tempo_fast.train.config import SFTConfig
-    from tempo_fast.train.dist import cleanup
+    from tempo_fast.train.loop import run_command
     from tempo_fast.train.sft import train_sft
 
-    try:
-        cfg = config_from_args(SFTConfig, args)
-    except (TypeError, ValueError, FileNotFoundError) as exc:  # a bad flag value or config file
-        raise SystemExit(f"tempo-fast sft: {exc}") from None
-    try:
-        train_sft(cfg)  # prints the resolved config first and the checkpoint folder last (rank 0)
-    finally:
-        cleanup()
+    # train_sft prints the resolved config first and the checkpoint folder last (rank 0)
+    run_command("sft", SFTConfig, train_sft, args)
     return 0

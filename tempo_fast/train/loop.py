@@ -67,3 +67,20 @@ def run_steps(state: dict, run, *, name: str, train_step, evaluate, save, postfi
     if info.is_main:
         print(f"checkpoint: {checkpoint}", flush=True)
     return Path(checkpoint) if checkpoint is not None else None
+
+
+def run_command(name: str, config_class, train, args):
+    """A training command's body: the dataclass config from the parsed flags (a bad value or
+    config file exits with a one-line error naming the command), then `train(cfg)`, leaving the
+    torchrun process group however it ends. Returns what `train` returns."""
+    from tempo_fast.config import config_from_args
+    from tempo_fast.train.dist import cleanup
+
+    try:
+        cfg = config_from_args(config_class, args)
+    except (TypeError, ValueError, FileNotFoundError) as exc:
+        raise SystemExit(f"tempo-fast {name}: {exc}") from None
+    try:
+        return train(cfg)
+    finally:
+        cleanup()
