@@ -17,6 +17,7 @@ COMMANDS = {
     "eval": ("tempo_fast.commands.eval", "score a prediction file against ground truth (QVHighlights or Charades-STA)"),
     "ground": ("tempo_fast.commands.ground", "ground one query in one video and print the scored windows as JSON"),
     "grpo": ("tempo_fast.commands.grpo", "PIR-GRPO training after SFT: rollouts, PIR rewards, fused GRPO loss (torchrun-ready)"),
+    "pretrain": ("tempo_fast.commands.pretrain", "pretrain the tiny vision-language model on synthetic clips (the demo's starting point)"),
     "predict": ("tempo_fast.commands.predict", "answer every query of a data set into a prediction JSONL (resumable, multi-GPU)"),
     "saa": ("tempo_fast.commands.saa", "draw a video's SAA variation curve and chosen frames to a PNG"),
     "sft": ("tempo_fast.commands.sft", "supervised fine-tuning on teacher-forced grounding answers (resumable, torchrun)"),
