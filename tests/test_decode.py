@@ -158,6 +158,8 @@ def _bad(root, name, kind, media):
         path.write_bytes(b"")
     elif kind == "text":
         path.write_text("not a video\n" * 20)
+    elif kind == "long_text":  # FFmpeg's tty demuxer renders this as a 5-frame 640x400 "video"
+        path.write_text("not a video\n" * 100)
     elif kind == "png":
         clips._run(["-f", "lavfi", "-i", "testsrc2=s=32x24", "-frames:v", "1"], path)
     elif kind == "half":
@@ -180,6 +182,7 @@ def _bad(root, name, kind, media):
 
 
 BAD = [("empty.mp4", "empty", "empty file"), ("notes.mp4", "text", "not a readable"),
+       ("notes.txt", "long_text", "is a text file"),
        ("still.png", "png", "PNG image"), ("half.mp4", "half", "not a readable"),
        ("half_fs.mp4", "half_faststart", "truncated"), ("noise.mp4", "noise", "corrupt"),
        ("tone.m4a", "audio", "no video stream"), ("nothing.avi", "zero_frames", "no frames")]
@@ -194,6 +197,10 @@ def test_bad_input_raises_video_error_naming_the_file(media, name, kind, words):
     if kind != "noise":  # damage inside the data shows only when frames are decoded
         with pytest.raises(VideoError, match=re.escape(name)):
             probe(path, exact=True)
+    if kind == "long_text":  # the DALI path reads frame times with PyAV: the same refusal
+        pytest.importorskip("av")
+        with pytest.raises(VideoError, match=re.escape(name) + ".*is a text file"):
+            dec.frame_times(str(path))
 
 
 def test_missing_file(tmp_path):

@@ -27,7 +27,7 @@ approximate decode fails, it is retried once in exact mode with a warning; for w
 of files whose header has no frame count (Matroska/WebM), exact mode is used.
 
 Bad input raises `VideoError` (a ValueError) naming the file and the problem: empty file, an
-image or other non-video file, truncated or corrupt data, no video stream, zero frames. A missing
+image, a text file (FFmpeg's tty demuxer would render it as ANSI art) or other non-video file, truncated or corrupt data, no video stream, zero frames. A missing
 file raises FileNotFoundError. Timestamps outside the stream are clamped to it, with a warning
 giving the file, the count and the range. torchcodec 0.13 was fuzzed with 2,700 corrupted files
 (truncation, random and zeroed byte runs, bit flips; H.264, HEVC, VP9, MPEG-4; mp4/mkv/webm):
@@ -49,6 +49,9 @@ SEEK_MODES = ("exact", "approximate")
 # Leading bytes of image formats that FFmpeg would otherwise open as a one-frame "video".
 _IMAGE_MAGIC = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG", b"GIF8": "GIF",
                 b"BM": "BMP", b"II*\x00": "TIFF", b"MM\x00*": "TIFF"}
+# FFmpeg's text renderers: its tty demuxer opens any text file as an "ansi" video (ANSI art), the
+# bintext demuxers render .bin/.xb/.idf text art; none of these is a video.
+_TEXT_CODECS = frozenset({"ansi", "bintext", "xbin", "idf"})
 
 
 class VideoError(ValueError):
@@ -98,6 +101,13 @@ def check_file(path) -> str:
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         raise VideoError(f"{path}: is a WebP image, not a video")
     return path
+
+
+def reject_text(path: str, codec) -> None:
+    """Raise VideoError when FFmpeg opened `path` as rendered text rather than a video stream."""
+    if str(codec).lower() in _TEXT_CODECS:
+        raise VideoError(f"{path}: is a text file, not a video (FFmpeg would render its text as "
+                         f"{codec!s} art)")
 
 
 def diagnose(path: str, error: BaseException) -> VideoError:
@@ -263,6 +273,7 @@ def _open(path: str, seek_mode: str, device, transforms, num_threads: int):
             raise BackendUnavailable(f"torchcodec cannot decode on {device} here: {err}") from err
         raise diagnose(path, err) from err
     meta = decoder.metadata
+    reject_text(path, meta.codec)
     if not meta.num_frames:
         raise diagnose(path, VideoError("the stream reports zero frames"))
     header, content = meta.num_frames_from_header, meta.num_frames_from_content
@@ -359,6 +370,7 @@ def frame_times(path: str) -> tuple[VideoInfo, list[float]]:
             pts = sorted(float(p.pts * base) for p in container.demux(stream) if p.pts is not None)
             rate = float(stream.average_rate) if stream.average_rate else 0.0
             codec, width, height = stream.codec_context.name, stream.width, stream.height
+            reject_text(path, codec)
     except VideoError:
         raise
     except Exception as err:  # PyAV's error on a bad container
