@@ -9,6 +9,7 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from tempo_fast.rollout import RolloutEngine, SamplingConfig, draw_uniforms, sample_tokens  # noqa: E402
+from tiny_vl import random_frames as _frames, tiny_name, tiny_qwen3_vl as _tiny_qwen3_vl  # noqa: E402
 
 ANSWER = "1.0 to 2.0</answer>"
 
@@ -16,7 +17,7 @@ ANSWER = "1.0 to 2.0</answer>"
 @pytest.fixture(scope="module")
 def vl():
     from tempo_fast.model import load_model
-    vl = load_model("tiny")
+    vl = load_model(tiny_name())
     # The random preset's logits are nearly flat (std ~0.16) and move by ~5e-4 when a rotary id
     # is off by one; a 20x sharper head (untied from the embeddings) makes the log-prob
     # comparisons below sensitive to such errors and the sampled distributions non-trivial.
@@ -24,13 +25,6 @@ def vl():
     with torch.no_grad():
         vl.lm_head.weight.mul_(20)
     return vl
-
-
-def _frames(seed: int, num: int = 4, side: int = 56):
-    gen = torch.Generator().manual_seed(seed)
-    data = torch.randint(0, 256, (num, 3, side, side), dtype=torch.uint8, generator=gen)
-    pts = torch.tensor([0.0, 0.4, 2.0, 2.6, 3.1, 3.3, 5.0, 5.5][:num], dtype=torch.float64)
-    return data, pts
 
 
 def _prompt(vl, query="the red circle moves", seed=0, timestamps=True, device=None):
@@ -87,36 +81,6 @@ def test_greedy_equals_transformers_generate(vl, timestamps):
                                atol=1e-4, rtol=1e-4)
 
 
-def _tiny_qwen3_vl():
-    """A random 2-layer Qwen3-VL (interleaved MRoPE, deepstack) with the tiny preset's tokenizer."""
-    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
-
-    from tempo_fast.model import VLModel
-    from tempo_fast.model.tiny import build_tokenizer
-
-    tok = build_tokenizer()
-    ids = {t: tok.convert_tokens_to_ids(t) for t in ("<|endoftext|>", "<|im_end|>", "<|video_pad|>",
-                                                        "<|image_pad|>", "<|vision_start|>", "<|vision_end|>")}
-    text = dict(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                num_attention_heads=4, num_key_value_heads=2, head_dim=16,
-                rope_parameters={"rope_type": "default", "rope_theta": 5e6, "mrope_section": [2, 3, 3],
-                                 "mrope_interleaved": True})
-    vision = dict(depth=1, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=16, spatial_merge_size=2,
-                  temporal_patch_size=2, out_hidden_size=64, deepstack_visual_indexes=[0], num_position_embeddings=64)
-    config = Qwen3VLConfig(text_config=text, vision_config=vision, video_token_id=ids["<|video_pad|>"],
-                           image_token_id=ids["<|image_pad|>"], vision_start_token_id=ids["<|vision_start|>"],
-                           vision_end_token_id=ids["<|vision_end|>"], tie_word_embeddings=False)
-    state = torch.random.get_rng_state()
-    torch.manual_seed(0)
-    model = Qwen3VLForConditionalGeneration(config).eval()
-    torch.random.set_rng_state(state)
-    with torch.no_grad():
-        model.lm_head.weight.mul_(20)
-    model.generation_config.eos_token_id = [ids["<|im_end|>"]]
-    model.generation_config.pad_token_id = ids["<|endoftext|>"]
-    return VLModel(model=model, tokenizer=tok, family="qwen3_vl", path=".")
-
-
 def test_qwen3_vl_greedy_equals_transformers_generate():
     from tempo_fast.model import build_prompt, forward_kwargs
 
@@ -145,13 +109,14 @@ def test_top_k1_and_cold_temperature_equal_greedy(vl, prompt):
 
 
 def _unshared_rollout(vl, prompt, sampling: SamplingConfig, num: int, seed: int):
-    """G separate prefills and DynamicCache decodes consuming the engine's draws: one uniform per
-    row per step, for every row, in lockstep. Stops by decoding the whole completion text."""
+    """G separate prefills and DynamicCache decodes consuming the engine's draws: a [max_new, G]
+    block of uniforms drawn first, row s for step s. Stops by decoding the whole completion text."""
     from transformers import DynamicCache
 
     from tempo_fast.model import forward_kwargs
 
     gen = torch.Generator().manual_seed(seed)
+    draws = torch.rand(sampling.max_new_tokens * num, generator=gen).view(sampling.max_new_tokens, num)
     caches, logits = [], []
     with torch.no_grad():
         for _ in range(num):
@@ -162,7 +127,7 @@ def _unshared_rollout(vl, prompt, sampling: SamplingConfig, num: int, seed: int)
         for step in range(sampling.max_new_tokens):
             if not any(alive):
                 break
-            u = torch.rand(num, generator=gen)
+            u = draws[step]
             for g in range(num):
                 if not alive[g]:
                     continue
@@ -378,7 +343,7 @@ def test_bad_num_samples_raises(vl, prompt):
 def test_gpu_bf16_greedy_and_logprobs():
     from tempo_fast.model import forward_kwargs, load_model
 
-    vl = load_model("tiny", device="cuda", dtype=torch.bfloat16)
+    vl = load_model(tiny_name(), device="cuda", dtype=torch.bfloat16)
     prompt = _prompt(vl, device="cuda")
     out = RolloutEngine(vl, SamplingConfig(max_new_tokens=12, greedy=True)).generate(prompt, 4)
     with torch.no_grad():
@@ -398,7 +363,7 @@ def test_gpu_bf16_greedy_and_logprobs():
 def test_gpu_compiled_decode_equals_eager():
     from tempo_fast.model import load_model
 
-    vl = load_model("tiny", device="cuda", dtype=torch.float32)
+    vl = load_model(tiny_name(), device="cuda", dtype=torch.float32)
     prompt = _prompt(vl, device="cuda")
     sampling = SamplingConfig(max_new_tokens=16, greedy=True)
     eager = RolloutEngine(vl, sampling).generate(prompt, 8)
