@@ -125,8 +125,18 @@ def test_demo_quick_writes_metrics_and_pictures(quick_demo):
     code, out = quick_demo
     assert code == 0
     report = json.loads((out / "demo_metrics.json").read_text())
-    for name in ("sft", "sft_swapped", "grpo", "grpo_swapped", "saa", "uniform", "grpo_no_pir"):
-        assert set(METRIC_KEYS) <= set(report[name]), name
+    for name in ("sft", "sft_swapped", "grpo", "grpo_swapped", "saa", "uniform", "grpo_no_pir", "no_pir"):
+        assert set(METRIC_KEYS) | {"refusal_auc", "ci"} <= set(report[name]), name
+        ci = report[name]["ci"]
+        for key in METRIC_KEYS:
+            value, (lo, hi) = report[name][key], ci[key]
+            assert value is None or lo - 1e-6 <= value <= hi + 1e-6 or lo is None, (name, key)
+    assert report["sft"]["refusal_auc"] is not None and 0 <= report["sft"]["refusal_auc"] <= 100
+    counts = report["setup"]["eval_counts"]
+    assert counts["irrelevant"] > 0 and counts["partial"] > 0
+    assert set(report["seconds"]) >= {"data", "sft", "grpo", "evaluate", "ablation_no_pir", "plots", "total"}
+    rows = [json.loads(line) for line in (out / "answers" / "grpo.jsonl").read_text().splitlines()]
+    assert len(rows) == sum(counts.values()) and all(0 <= r["p_none"] <= 1 for r in rows)
     assert set(report["baselines"]) == {"whole", "random", "refuse"}
     for metrics in report["baselines"].values():
         assert set(METRIC_KEYS) <= set(metrics)
@@ -174,3 +184,47 @@ def test_demo_data_settings_reach_the_synthetic_set(tmp_path):
         assert len(plan["objects"]) == 1 and plan["distractors"] == []
         for e in plan["events"]:
             assert e["end"] - e["start"] >= shortest[e["action"]] - 1 / plan["fps"] - 1e-6, e
+
+
+def _comparable(report: dict, out) -> str:
+    """The report without its times and machine, paths written relative to the output folder."""
+    report = {k: v for k, v in report.items() if k not in ("seconds", "evaluation_seconds", "machine")}
+    return json.dumps(report, sort_keys=True).replace(str(out), "OUT")
+
+
+def test_demo_quick_gives_the_same_numbers_twice(quick_demo, tmp_path):
+    from tempo_fast.cli import main
+
+    _, out = quick_demo
+    assert main(["demo", "--quick", "--out", str(tmp_path), "--no-progress"]) == 0
+    first = json.loads((out / "demo_metrics.json").read_text())
+    second = json.loads((tmp_path / "demo_metrics.json").read_text())
+    assert _comparable(second, tmp_path) == _comparable(first, out)
+
+
+def test_markdown_table_from_the_json(quick_demo, capsys):
+    from tempo_fast.cli import main
+
+    _, out = quick_demo
+    path = str(out / "demo_metrics.json")
+    assert main(["demo", "--markdown", path, path]) == 0
+    text = capsys.readouterr().out
+    assert "| PIR-GRPO (SFT + GRPO, with PIR) |" in text and "refusal AUC" in text
+    assert "Stage times (s):" in text and "Spread over 2 runs" in text
+    assert not (out / "markdown").exists()
+
+
+@pytest.mark.parametrize("command", [["demo", "--quick"], ["synth", "--num-videos", "2", "--workers", "1"]])
+def test_missing_ffmpeg_stops_at_once_with_one_line(command, tmp_path, monkeypatch):
+    from tempo_fast.cli import main
+
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))  # no ffmpeg on it
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as info:
+        main([*command, "--out", str(out), "--no-progress"])
+    message = str(info.value.code)
+    assert message.startswith(f"tempo-fast {command[0]}: ffmpeg not found on PATH") and "\n" not in message
+    assert "apt-get install -y ffmpeg" in message
+    assert not (out / "videos").exists()  # nothing rendered, no worker started

@@ -49,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tempo_fast.data.synthetic import SynthConfig, generate_synthetic
+    from tempo_fast.data.synthetic import FFmpegNotFound, SynthConfig, generate_synthetic
 
     try:
         config = SynthConfig(num_videos=args.num_videos, seed=args.seed, width=args.size[0], height=args.size[1],
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
                              event_scale=args.event_scale, events_per_object=args.events_per_object, crf=args.crf,
                              workers=args.workers)
         result = generate_synthetic(args.out, config, progress=args.progress)
-    except ValueError as exc:  # bad settings, or a folder made with other settings
+    except (ValueError, FFmpegNotFound) as exc:  # bad settings, a folder made with other settings, no ffmpeg
         raise SystemExit(f"tempo-fast synth: {exc}") from None
     print(f"{result.out_dir}: {result.num_videos} clips ({result.rendered} rendered, {result.reused} kept), "
           f"{result.num_queries} queries, {result.seconds:.1f} s "

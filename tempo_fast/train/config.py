@@ -38,6 +38,7 @@ class DataConfig:
     event_scale: float = 1.0                   # synthetic event lengths times this (SynthConfig.event_scale)
     events_per_object: int = 0                 # synthetic events per object, at most (0: 1-4; SynthConfig)
     distractor_prob: float | None = None       # chance of each distractor (shake, brightness, cut) per clip (None: SynthConfig's)
+    split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)  # synthetic train / val / test shares of the clips
     split: str = "train"                       # split to train on (train / val / test)
     num_frames: int = 8                        # frames given to the model per video (even)
     sampling: Literal["saa", "uniform"] = "saa"  # frame sampling: SAA or uniform

@@ -9,8 +9,11 @@ resumable shuffled order.
   (`tempo_fast.data.make_pir_samples`, seeded by `data_cfg.seed`, exact with the facts); item i is
   a `Sample(prompt, record, relevance, target)` with `target = format_answer(windows or None)`.
   Each video's frames are decoded once (SAA, or uniform times) and kept in memory: the synthetic
-  clips are tiny (8 frames of 64x64 are 100 KB). Prompts are built on access (tokenizing is cheap
-  next to a forward pass) on `device`.
+  clips are tiny (8 frames of 64x64 are 100 KB). Each item is built once, on first access (resize,
+  normalise, tokenise, position ids on `device`), and kept: a later access returns the same
+  `Sample`; the queries of one video share one pixel tensor. Frames and prompts come from a
+  `tempo_fast.train.prompts.PromptCache`: the set's own, or the process-wide one inside
+  `shared_prompt_cache()` (the demo's several runs over the same clips build each prompt once).
 - `SampleOrder(n, seed)`: an endless sequence of epochs, each a fresh permutation seeded by
   (seed, epoch) alone, so the order depends on nothing but its (epoch, position) state.
 """
@@ -22,6 +25,7 @@ from pathlib import Path
 import torch
 
 from tempo_fast.data.loaders import GroundingRecord
+from tempo_fast.train.prompts import current_cache, sample_frames  # noqa: F401  (sample_frames: re-exported)
 
 
 @dataclass
@@ -56,7 +60,8 @@ def prepare_synthetic(data_cfg, *, progress: bool = False):
                                  height=data_cfg.clip_size, min_seconds=data_cfg.min_seconds,
                                  max_seconds=data_cfg.max_seconds, min_objects=data_cfg.min_objects,
                                  max_objects=data_cfg.max_objects, event_scale=data_cfg.event_scale,
-                                 events_per_object=data_cfg.events_per_object, **distractors)
+                                 events_per_object=data_cfg.events_per_object,
+                                 split_fractions=tuple(data_cfg.split_fractions), **distractors)
             generate_synthetic(root, config, progress=progress)
     barrier()
     records = {split: _split_records(root, split) for split in SPLITS}
@@ -92,7 +97,8 @@ class GroundingSamples:
         self.vl = vl
         self.cfg = data_cfg
         self.device = torch.device(device)
-        self._frames: dict[str, object] = {}
+        self._cache = current_cache()
+        self._items: dict[int, Sample] = {}
 
     def __len__(self) -> int:
         return len(self.records)
@@ -106,33 +112,22 @@ class GroundingSamples:
 
     def frames(self, record: GroundingRecord):
         """The video's sampled frames (decoded on first use, then cached)."""
-        key = str(record.video_path)
-        if key not in self._frames:
-            self._frames[key] = sample_frames(record.video_path, self.cfg)
-        return self._frames[key]
+        return self._cache.frames_of(record.video_path, self.cfg)
 
     def __getitem__(self, index: int) -> Sample:
-        from tempo_fast.model import build_prompt
         from tempo_fast.rewards import format_answer
 
         if not -len(self) <= index < len(self):
             raise IndexError(f"GroundingSamples: index {index} out of range for {len(self)} samples")
-        record = self.records[index]
-        prompt = build_prompt(self.vl, self.frames(record), record.query, min_pixels=self.cfg.min_pixels,
-                              max_pixels=self.cfg.max_pixels, device=self.device)
-        target = format_answer(record.windows if record.windows else None)
-        return Sample(prompt=prompt, record=record, relevance=record.relevance, target=target)
-
-
-def sample_frames(path, data_cfg):
-    """`data_cfg.num_frames` frames of the video at `path`: SAA (`alpha`) or uniform times (SAA at
-    alpha 0, which skips the probe)."""
-    from tempo_fast.video import saa_sample
-
-    if data_cfg.sampling not in ("saa", "uniform"):
-        raise ValueError(f"sample_frames: sampling must be 'saa' or 'uniform', got {data_cfg.sampling!r}")
-    alpha = data_cfg.alpha if data_cfg.sampling == "saa" else 0.0
-    return saa_sample(path, data_cfg.num_frames, alpha=alpha)
+        index %= len(self)
+        item = self._items.get(index)
+        if item is None:
+            record = self.records[index]
+            prompt = self._cache.prompt(self.vl, record.video_path, record.query, self.cfg, self.device)
+            target = format_answer(record.windows if record.windows else None)
+            item = self._items[index] = Sample(prompt=prompt, record=record, relevance=record.relevance,
+                                               target=target)
+        return item
 
 
 class SampleOrder:

@@ -1,8 +1,13 @@
 """Held-out evaluation of a grounding model, and the trivial baselines it must beat.
 
-`evaluate_grounding(vl, records, data_cfg=...)` answers every record greedily (one shared-prefill
-rollout per prompt through `tempo_fast.rollout.RolloutEngine`), parses each answer with
+`evaluate_grounding(vl, records, data_cfg=...)` answers every record greedily (`tempo_fast.rollout.
+RolloutEngine`, `batch_size` prompts per prefill), parses each answer with
 `tempo_fast.rewards.parse_answer` (windows clipped to the video's duration) and scores the answers;
+with a model it also reads the model's P(none) per record (`refusal_probabilities`: the probability
+of the refusal at the answer's decision token, the first token where `<answer>none</answer>` and a
+window answer differ, after the prompt and their common prefix, teacher-forced as in SFT) and
+scores it as `refusal_auc`; with `bootstrap=n` it adds seeded 95% intervals (`ci`) of every metric
+(`tempo_fast.train.stats`);
 `baselines(records)` scores three answers that need no model:
     "whole"   the whole video as the window (never refuses),
     "random"  one window with both ends uniform in [0, duration], seeded,
@@ -17,6 +22,8 @@ Metrics (`score_answers`, all in percent with two decimals, as `tempo-fast eval`
                            readable window counts as IoU 0 (`tempo_fast.metrics.evaluate_charades`);
     refusal_acc            over the irrelevant and partially irrelevant records: the share refused;
     false_refusal          over the relevant records: the share refused.
+    refusal_auc            over all records: the AUC of P(none) for telling negatives from relevant
+                           records (50: no better than chance; NaN without both kinds or P(none)).
 "Refused" is the parser's `Answer.refused` (an explicit `none` or a refusing phrase); an unreadable
 answer is neither a window nor a refusal. A rate over no record is NaN. The dict also holds the
 record counts (`num_relevant`, `num_negative`), the refusal accuracy per negative kind
@@ -48,9 +55,11 @@ def _duration(record) -> float:
     return float(duration)
 
 
-def score_answers(records: Sequence, answers: Sequence) -> dict:
-    """The metrics of the module docstring for `answers[i]` (a `rewards.Answer`) to `records[i]`."""
+def score_answers(records: Sequence, answers: Sequence, p_none: Sequence | None = None) -> dict:
+    """The metrics of the module docstring for `answers[i]` (a `rewards.Answer`) to `records[i]`;
+    `refusal_auc` from `p_none[i]`, the model's P(none) (NaN when not given)."""
     from tempo_fast.metrics import evaluate_charades
+    from tempo_fast.train.stats import roc_auc
 
     records, answers = list(records), list(answers)
     if len(records) != len(answers):
@@ -69,6 +78,8 @@ def score_answers(records: Sequence, answers: Sequence) -> dict:
         out.update({k: charades[k] for k in ("R1@0.5", "R1@0.7", "mIoU")})
     out["refusal_acc"] = _pct(sum(answers[i].refused for i in negative), len(negative))
     out["false_refusal"] = _pct(sum(answers[i].refused for i in relevant), len(relevant))
+    auc = math.nan if p_none is None else roc_auc(list(p_none), [r.relevance != "relevant" for r in records])
+    out["refusal_auc"] = math.nan if math.isnan(auc) else round(auc, 2)  # (math.nan itself: dicts compare equal)
     out["num_relevant"], out["num_negative"] = len(relevant), len(negative)
     for kind in ("irrelevant", "partial"):
         of_kind = [i for i in negative if records[i].relevance == kind]
@@ -76,9 +87,11 @@ def score_answers(records: Sequence, answers: Sequence) -> dict:
     return out
 
 
-def baselines(records: Sequence, *, seed: int = 0) -> dict:
-    """{"whole", "random", "refuse"} -> metrics (module docstring) of the trivial answers."""
+def baselines(records: Sequence, *, seed: int = 0, bootstrap: int = 0) -> dict:
+    """{"whole", "random", "refuse"} -> metrics (module docstring) of the trivial answers; their
+    P(none) is constant (0, 0, 1), so refusal_auc is 50. bootstrap: resamples for `ci` (0: none)."""
     from tempo_fast.rewards import Answer
+    from tempo_fast.train.stats import bootstrap_intervals
 
     records = list(records)
     rng = random.Random(seed)
@@ -90,7 +103,13 @@ def baselines(records: Sequence, *, seed: int = 0) -> dict:
         rand.append(Answer(windows=((a, b),), refused=False, well_formed=True))
     refuse = [Answer(windows=(), refused=True, well_formed=True)] * len(records)
     answers = dict(zip(BASELINES, (whole, rand, refuse)))
-    return {name: {**score_answers(records, answers[name]), "well_formed": math.nan} for name in BASELINES}
+    out = {}
+    for name, p in zip(BASELINES, (0.0, 0.0, 1.0)):
+        p_none = [p] * len(records)
+        out[name] = {**score_answers(records, answers[name], p_none), "well_formed": math.nan}
+        if bootstrap:
+            out[name]["ci"] = bootstrap_intervals(records, answers[name], p_none, n=bootstrap, seed=seed)
+    return out
 
 
 def swap_videos(records: Sequence, *, seed: int = 0) -> list:
@@ -114,45 +133,90 @@ def swap_videos(records: Sequence, *, seed: int = 0) -> list:
 
 
 def record_prompts(vl, records: Sequence, data_cfg) -> list:
-    """One `PromptInputs` per record (frames decoded once per video), on the model's device."""
-    from tempo_fast.model import build_prompt
-    from tempo_fast.train.data import sample_frames
+    """One `PromptInputs` per record (frames decoded once per video), on the model's device; from the
+    process-wide cache inside `tempo_fast.train.prompts.shared_prompt_cache()`."""
+    from tempo_fast.train.prompts import current_cache
 
-    frames_of, prompts = {}, []
+    cache, prompts = current_cache(), []
     for record in records:
         if record.video_path is None:
             raise ValueError(f"evaluate: record {record.id!r} has no video_path (load the annotations with videos_dir)")
-        key = str(record.video_path)
-        if key not in frames_of:
-            frames_of[key] = sample_frames(key, data_cfg)
-        prompts.append(build_prompt(vl, frames_of[key], record.query, min_pixels=data_cfg.min_pixels,
-                                    max_pixels=data_cfg.max_pixels, device=vl.device))
+        prompts.append(cache.prompt(vl, record.video_path, record.query, data_cfg, vl.device))
     return prompts
 
 
+def refusal_probabilities(vl, prompts: Sequence, *, batch_size: int = 16) -> list:
+    """The model's P(none) for each prompt: the probability of the refusal's token at the answer's
+    decision token (module docstring), from one teacher-forced forward per `batch_size` prompts."""
+    import torch
+
+    from tempo_fast.rewards import format_answer
+    from tempo_fast.train.sft import collate, final_hidden
+
+    tokenizer = vl.tokenizer
+    refuse = tokenizer(format_answer(None), add_special_tokens=False)["input_ids"]
+    window = tokenizer(format_answer([(1.0, 2.0)]), add_special_tokens=False)["input_ids"]
+    k = 0
+    while k < min(len(refuse), len(window)) and refuse[k] == window[k]:
+        k += 1
+    if k == len(refuse):
+        raise ValueError("refusal_probabilities: the refusal answer is a prefix of a window answer")
+    none_id = int(refuse[k])
+    target = tokenizer.decode(refuse)
+    model = vl.model
+    was_training = bool(model.training)
+    model.eval()
+    out = []
+    try:
+        with torch.no_grad():
+            for start in range(0, len(prompts), batch_size):
+                part = list(prompts[start:start + batch_size])
+                batch = collate([Sample(p, target) for p in part], vl)
+                hidden = final_hidden(model, batch)
+                rows = torch.arange(len(part), device=hidden.device)
+                at = torch.tensor([p.length - 1 + k for p in part], device=hidden.device)
+                logits = vl.lm_head(hidden[rows, at]).float()
+                out += torch.softmax(logits, dim=-1)[:, none_id].tolist()
+    finally:
+        if was_training:
+            model.train()
+    return out
+
+
+class Sample:
+    """What `sft.collate` reads of a sample: the prompt and the answer text."""
+
+    def __init__(self, prompt, target: str):
+        self.prompt, self.target = prompt, target
+
+
 def evaluate_grounding(vl, records: Sequence, *, data_cfg, max_new_tokens: int = 32, engine=None,
-                       prompts: Sequence | Callable | None = None) -> dict:
+                       prompts: Sequence | Callable | None = None, batch_size: int = 16,
+                       refusal_auc: bool | None = None, bootstrap: int = 0, seed: int = 0) -> dict:
     """Greedy answers of `vl` to `records` (relevant, irrelevant and partial mixed), scored.
 
-    engine: anything with `.generate(prompt, 1) -> Rollout` (default: a greedy `RolloutEngine`).
+    engine: anything with `.generate(prompt, 1) -> Rollout`, used through `.generate_many(prompts,
+        1)` when it has one (default: a greedy `RolloutEngine` of `batch_size` prompts per prefill).
     prompts: the records' prompts (a list, or a function record -> prompt); default
         `record_prompts(vl, records, data_cfg)`. A prompt needs a `duration` for the parser.
-    Returns the metrics of the module docstring plus `answers` (the texts) and `seconds`.
+    refusal_auc: read P(none) per record and score it (None: when `vl` has a model).
+    bootstrap: resamples for the 95% intervals in `ci` (0: none), seeded by `seed`.
+    Returns the metrics of the module docstring plus `answers` (the texts), `p_none` (or None) and
+    `seconds`.
     """
     import time
 
     import torch
 
     from tempo_fast.rewards import parse_answer
+    from tempo_fast.train.stats import bootstrap_intervals
 
     records = list(records)
     if not records:
         raise ValueError("evaluate_grounding: no records to evaluate")
     start = time.perf_counter()
     if engine is None:
-        from tempo_fast.rollout import RolloutEngine, SamplingConfig
-
-        engine = RolloutEngine(vl, SamplingConfig(max_new_tokens=max_new_tokens, greedy=True))
+        engine = _greedy_engine(vl, max_new_tokens, batch_size)
     if prompts is None:
         prompts = record_prompts(vl, records, data_cfg)
     elif callable(prompts):
@@ -161,18 +225,37 @@ def evaluate_grounding(vl, records: Sequence, *, data_cfg, max_new_tokens: int =
     if len(prompts) != len(records):
         raise ValueError(f"evaluate_grounding: {len(records)} records but {len(prompts)} prompts")
     model = getattr(vl, "model", None)
+    if refusal_auc is None:
+        refusal_auc = model is not None
     was_training = bool(getattr(model, "training", False))
     if model is not None:
         model.eval()
     try:
         with torch.no_grad():
-            texts = [engine.generate(prompt, 1).texts[0] for prompt in prompts]
+            if hasattr(engine, "generate_many"):
+                texts = [rollout.texts[0] for rollout in engine.generate_many(prompts, 1)]
+            else:
+                texts = [engine.generate(prompt, 1).texts[0] for prompt in prompts]
     finally:
         if was_training:
             model.train()
+    p_none = refusal_probabilities(vl, prompts, batch_size=batch_size) if refusal_auc else None
     answers = [parse_answer(text, prompt.duration) for text, prompt in zip(texts, prompts)]
-    out = score_answers(records, answers)
+    out = score_answers(records, answers, p_none)
     out["well_formed"] = _pct(sum(a.well_formed for a in answers), len(answers))
+    if bootstrap:
+        out["ci"] = bootstrap_intervals(records, answers, p_none, n=bootstrap, seed=seed)
     out["answers"] = texts
+    out["p_none"] = p_none
     out["seconds"] = round(time.perf_counter() - start, 3)
     return out
+
+
+def _greedy_engine(vl, max_new_tokens: int, batch_size: int):
+    from tempo_fast.rollout import RolloutEngine, SamplingConfig
+
+    sampling = SamplingConfig(max_new_tokens=max_new_tokens, greedy=True)
+    try:
+        return RolloutEngine(vl, sampling, batch_size=batch_size)
+    except TypeError:  # an engine without batched prompts: one prompt per prefill
+        return RolloutEngine(vl, sampling)
