@@ -1,16 +1,19 @@
 """On-device preprocessing of decoded frames into Qwen2-VL / Qwen2.5-VL video inputs.
 
-`video_inputs(frames)` does what transformers' `Qwen2VLVideoProcessor` does, with torch ops only,
-on the frames' device (a CUDA decode stays on the GPU: no host round trip):
+`video_inputs(frames)` does what transformers' `Qwen2VLVideoProcessor` does, on the frames' device
+(a CUDA decode stays on the GPU: no host round trip):
 
 1. size: `smart_resize(H, W, factor=patch_size*merge_size, min_pixels, max_pixels)` (Qwen's
    rounding rules), unless `size=(h, w)` is given (e.g. by the SAA budget chooser);
-2. resize: uint8 -> float32, `interpolate(mode="bicubic", antialias=True)` (torch's antialiased
-   bicubic is PIL's, a = -0.5), then clamp to [0, 255] and round, which is exactly what
-   torchvision's resize returns for uint8 frames and so what Qwen's processors feed the model
-   (`quantize=False` keeps the unrounded floats);
+2. resize, antialiased bicubic (PIL's, a = -0.5), exactly as torchvision resizes uint8 frames,
+   which differs by device:
+   - CPU: torch's native uint8 kernel (int16 fixed-point weights, the horizontal pass rounded to
+     uint8 before the vertical pass), what the processor runs on CPU;
+   - CUDA: uint8 -> float32, `interpolate(mode="bicubic", antialias=True)`, clamp to [0, 255] and
+     round, what the processor runs on CUDA. `quantize=False` keeps the unrounded floats (on
+     either device; on the CPU that is the float path, not the processor's);
 3. rescale by 1/255 and normalise per channel: (x/255 - mean)/std (OpenAI CLIP's mean/std by
-   default), computed as (x - 255 mean)/(255 std) like transformers' fused op;
+   default), computed in float32 as (x - 255 mean)/(255 std) like transformers' fused op;
 4. pad T to a multiple of temporal_patch_size by repeating the last frame;
 5. patchify: the frames `[T, C, H, W]` viewed as
    `[grid_t, tp, C, gh/m, m, p, gw/m, m, p]` (tp = temporal_patch_size, p = patch_size,
@@ -18,6 +21,13 @@ on the frames' device (a CUDA decode stays on the GPU: no host round trip):
    `[grid_t, gh/m, gw/m, m, m, C, tp, p, p]`, flattened to `[grid_t*gh*gw, C*tp*p*p]`: rows
    run over temporal patch, merged-block row, merged-block column, row and column inside the
    block; each row holds channel, frame-in-patch, pixel row, pixel column.
+
+Backends: "torch" (the steps above with torch ops, chunk by chunk) and "native" (the
+`tempo_fast._C` op `preprocess_video`, kernels/cpu/preprocess.cpp: all five steps fused, the
+output written once, threads over frames and row bands; bit-equal to "torch" on the CPU).
+`backend=None` takes native on the CPU when the extension is built (measured faster:
+benchmarks/bench_preprocess.py) and torch otherwise (and on CUDA, where the native kernel has not
+been measured yet).
 
 Timing: transformers does not know when pre-decoded frames were taken (it assumes 24 fps unless
 given video metadata), so the real pts travel with the frames. `second_per_grid_ts` (Qwen2.5-VL's
@@ -99,13 +109,22 @@ def _unpack(frames, pts):
     return data, pts, fps
 
 
-def _check_frames(data, pts):
+BACKENDS = ("torch", "native")
+
+
+def _check_frames(data, pts, channels_last):
     if not isinstance(data, torch.Tensor):
         raise TypeError(f"video_inputs: frame data must be a torch.Tensor, got {type(data).__name__}")
     if data.dtype != torch.uint8:
-        raise TypeError(f"video_inputs: frames must be uint8 [T, C, H, W], got dtype {data.dtype}")
-    if data.dim() != 4 or data.shape[1] not in (1, 3):
-        hint = " (channels last? use data.permute(0, 3, 1, 2))" if data.dim() == 4 and data.shape[-1] in (1, 3) else ""
+        layout = "[T, H, W, C]" if channels_last else "[T, C, H, W]"
+        raise TypeError(f"video_inputs: frames must be uint8 {layout}, got dtype {data.dtype}")
+    if channels_last:
+        if data.dim() != 4 or data.shape[3] not in (1, 3):
+            raise ValueError(f"video_inputs: frames must be [T, H, W, C] with C = 3 (or 1) "
+                             f"(channels_last=True), got shape {tuple(data.shape)}")
+        data = data.permute(0, 3, 1, 2)
+    elif data.dim() != 4 or data.shape[1] not in (1, 3):
+        hint = " (channels last? pass channels_last=True)" if data.dim() == 4 and data.shape[-1] in (1, 3) else ""
         raise ValueError(f"video_inputs: frames must be [T, C, H, W] with C = 3 (or 1), got shape "
                          f"{tuple(data.shape)}{hint}")
     if data.shape[0] == 0:
@@ -118,28 +137,74 @@ def _check_frames(data, pts):
                          f"got shape {tuple(pts.shape)}")
     if not torch.isfinite(pts).all() or bool((pts[1:] < pts[:-1]).any()):
         raise ValueError(f"video_inputs: pts must be finite and sorted (non-decreasing), got {pts.tolist()}")
-    return pts
+    return data, pts
 
 
-def _normalise_chunk(chunk, size, scale, shift, quantize, out_dtype):
-    """uint8 `[n, C, H, W]` -> normalised `[n, C, h, w]` in out_dtype."""
-    x = chunk.float()
-    if tuple(x.shape[-2:]) != size:
-        x = F.interpolate(x, size=size, mode="bicubic", antialias=True, align_corners=False)
-        if quantize:
-            x = x.clamp_(0, 255).round_()
-    return ((x - shift) / scale).to(out_dtype)
+def _resize(chunk, size, quantize):
+    """uint8 `[n, C, H, W]` resized as torchvision resizes it on this device (see the docstring)."""
+    if tuple(chunk.shape[-2:]) == size:
+        return chunk
+    if chunk.device.type == "cpu" and quantize:
+        return F.interpolate(chunk, size=size, mode="bicubic", antialias=True, align_corners=False)
+    x = F.interpolate(chunk.float(), size=size, mode="bicubic", antialias=True, align_corners=False)
+    return x.clamp_(0, 255).round_() if quantize else x
+
+
+def video_inputs_torch(data, size, *, temporal_patch_size, patch_size, merge_size, shift, scale,
+                       dtype, quantize, chunk_frames):
+    """The torch twin: uint8 `[T, C, H, W]` -> `pixel_values_videos`, `chunk_frames` at a time."""
+    n_frames, channels = data.shape[:2]
+    tp, p, m = temporal_patch_size, patch_size, merge_size
+    grid_t, gh, gw = -(-n_frames // tp), size[0] // p, size[1] // p
+    shift, scale = shift.to(data.device).view(1, -1, 1, 1), scale.to(data.device).view(1, -1, 1, 1)
+    out = torch.empty(grid_t, gh // m, gw // m, m, m, channels, tp, p, p, device=data.device, dtype=dtype)
+    step = max(tp, chunk_frames // tp * tp)  # whole temporal patches per chunk
+    for f0 in range(0, n_frames, step):
+        chunk = ((_resize(data[f0:f0 + step], size, quantize).float() - shift) / scale).to(dtype)
+        if pad := -chunk.shape[0] % tp:  # only the last chunk: repeat the last frame
+            chunk = torch.cat([chunk, chunk[-1:].expand(pad, -1, -1, -1)])
+        t0 = f0 // tp
+        view = chunk.view(-1, tp, channels, gh // m, m, p, gw // m, m, p)
+        out[t0:t0 + view.shape[0]] = view.permute(0, 3, 6, 4, 7, 2, 1, 5, 8)
+    return out.view(grid_t * gh * gw, channels * tp * p * p)
+
+
+def video_inputs_native(data, size, *, temporal_patch_size, patch_size, merge_size, shift, scale,
+                        dtype, quantize, channels_last=False):
+    """The fused native op (tempo_fast._C); `data` as given by the caller (either layout)."""
+    from tempo_fast import _native
+
+    _native.load()
+    if not _native.has_kernel("preprocess_video", data.device.type):
+        raise RuntimeError(f"video_inputs(backend='native'): tempo_fast._C has no preprocess_video kernel for "
+                           f"{data.device.type} tensors (the CUDA kernel is built only where torch has CUDA)")
+    isa = _native.cpu_isa() if data.device.type == "cpu" else -1
+    return torch.ops.tempo_fast.preprocess_video(
+        data, channels_last, size[0], size[1], temporal_patch_size, patch_size, merge_size,
+        shift.to(data.device), scale.to(data.device), dtype, quantize, isa)
+
+
+def _native_ready(device, quantize) -> bool:
+    """backend=None takes native where it was measured faster: the CPU uint8 path."""
+    if device.type != "cpu" or not quantize:
+        return False
+    from tempo_fast import _native
+    return _native.has_kernel("preprocess_video", "cpu")
 
 
 def video_inputs(frames, *, pts=None, min_pixels: int = VIDEO_MIN_PIXELS, max_pixels: int = VIDEO_MAX_PIXELS,
                  size: tuple[int, int] | None = None, temporal_patch_size: int = 2, patch_size: int = 14,
                  merge_size: int = 2, mean=OPENAI_CLIP_MEAN, std=OPENAI_CLIP_STD, device=None,
-                 dtype: torch.dtype = torch.float32, quantize: bool = True,
-                 chunk_frames: int = 32) -> dict[str, torch.Tensor]:
+                 dtype: torch.dtype = torch.float32, quantize: bool = True, chunk_frames: int = 32,
+                 channels_last: bool = False, backend: str | None = None) -> dict[str, torch.Tensor]:
     """Qwen2.5-VL video inputs from uint8 frames `[T, C, H, W]`, computed on `device`.
 
-    frames: a `tempo_fast.video.Frames`, a `(data, pts)` pair, or a tensor with `pts=` (seconds).
+    frames: a `tempo_fast.video.Frames`, a `(data, pts)` pair, or a tensor with `pts=` (seconds);
+    `[T, H, W, C]` with channels_last=True. Any strides.
     device: where to compute (default: the frames' device); the uint8 frames are moved, not floats.
+    On the CPU the result equals transformers' processor run on the CPU (torch's uint8 resize), on
+    CUDA the processor run on CUDA (its float resize); see the module docstring.
+    backend: None (native on the CPU when built, else torch), "torch" or "native".
     Returns a dict:
       pixel_values_videos `[grid_t*gh*gw, C*temporal_patch_size*patch_size**2]` dtype (1176 for Qwen2.5-VL),
       video_grid_thw `[1, 3]` int64 (grid_t, gh, gw),
@@ -148,13 +213,16 @@ def video_inputs(frames, *, pts=None, min_pixels: int = VIDEO_MIN_PIXELS, max_pi
     all on `device`.
     """
     data, pts, fps = _unpack(frames, pts)
-    pts = _check_frames(data, pts)
+    given = data
+    data, pts = _check_frames(data, pts, channels_last)
     for name, value in (("temporal_patch_size", temporal_patch_size), ("patch_size", patch_size),
                         ("merge_size", merge_size), ("chunk_frames", chunk_frames)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"video_inputs: {name} must be a positive int, got {value!r}")
-    if not dtype.is_floating_point:
-        raise TypeError(f"video_inputs: dtype must be a floating dtype, got {dtype}")
+    if dtype not in (torch.float32, torch.bfloat16, torch.float16, torch.float64):
+        raise TypeError(f"video_inputs: dtype must be float32, bfloat16, float16 or float64, got {dtype}")
+    if backend not in (None,) + BACKENDS:
+        raise ValueError(f"video_inputs: backend must be None or one of {BACKENDS}, got {backend!r}")
     channels = data.shape[1]
     mean_t = torch.as_tensor(mean, dtype=torch.float64).reshape(-1)
     std_t = torch.as_tensor(std, dtype=torch.float64).reshape(-1)
@@ -170,31 +238,28 @@ def video_inputs(frames, *, pts=None, min_pixels: int = VIDEO_MIN_PIXELS, max_pi
                          f"got {size}")
 
     device = data.device if device is None else torch.device(device)
-    data = data.to(device, non_blocking=True)
     # float32 mean and std times 1/(1/255), as transformers' fused rescale-normalise builds them
-    shift = (mean_t.float() * (1.0 / (1 / 255))).to(device).view(1, -1, 1, 1)
-    scale = (std_t.float() * (1.0 / (1 / 255))).to(device).view(1, -1, 1, 1)
+    shift = mean_t.float() * (1.0 / (1 / 255))
+    scale = std_t.float() * (1.0 / (1 / 255))
+    args = dict(temporal_patch_size=temporal_patch_size, patch_size=patch_size, merge_size=merge_size,
+                shift=shift, scale=scale, dtype=dtype, quantize=quantize)
+    if backend == "native" or (backend is None and dtype != torch.float64 and _native_ready(device, quantize)):
+        pixels = video_inputs_native(given.to(device, non_blocking=True), size, channels_last=channels_last,
+                                     **args)
+    else:
+        pixels = video_inputs_torch(data.to(device, non_blocking=True), size, chunk_frames=chunk_frames, **args)
 
-    n_frames, tp, p, m = data.shape[0], temporal_patch_size, patch_size, merge_size
-    grid_t, gh, gw = -(-n_frames // tp), size[0] // p, size[1] // p
-    out = torch.empty(grid_t, gh // m, gw // m, m, m, channels, tp, p, p, device=device, dtype=dtype)
-    step = max(tp, chunk_frames // tp * tp)  # whole temporal patches per chunk
-    for f0 in range(0, n_frames, step):
-        chunk = _normalise_chunk(data[f0:f0 + step], size, scale, shift, quantize, dtype)
-        if pad := -chunk.shape[0] % tp:  # only the last chunk: repeat the last frame
-            chunk = torch.cat([chunk, chunk[-1:].expand(pad, -1, -1, -1)])
-        t0 = f0 // tp
-        view = chunk.view(-1, tp, channels, gh // m, m, p, gw // m, m, p)
-        out[t0:t0 + view.shape[0]] = view.permute(0, 3, 6, 4, 7, 2, 1, 5, 8)
-
+    n_frames, tp = data.shape[0], temporal_patch_size
+    grid_t = -(-n_frames // tp)
     if n_frames > 1:
         spg = tp * (pts[-1] - pts[0]).item() / (n_frames - 1)
     else:
         spg = tp / (fps if fps else 1.0)
     padded = torch.cat([pts, pts[-1:].expand(-n_frames % tp)]).view(grid_t, tp)
     return {
-        "pixel_values_videos": out.view(grid_t * gh * gw, channels * tp * p * p),
-        "video_grid_thw": torch.tensor([[grid_t, gh, gw]], dtype=torch.long, device=device),
+        "pixel_values_videos": pixels,
+        "video_grid_thw": torch.tensor([[grid_t, size[0] // patch_size, size[1] // patch_size]],
+                                       dtype=torch.long, device=device),
         "second_per_grid_ts": torch.tensor([spg], dtype=torch.float32, device=device),
         "slot_times": ((padded[:, 0] + padded[:, -1]) / 2).to(device),
     }
