@@ -1,8 +1,11 @@
 """saa_scores against an independent float64 numpy reference, on every backend.
 
-Triton runs in its interpreter here (TRITON_INTERPRET=1 from conftest), numba natively; the
-shapes are awkward (T = 0, 1, 2, 7, 33; 1x1, 17x23, 67x45 frames; 1 and 3 channels; both
-layouts; non-contiguous views) and small enough for the interpreter.
+Triton runs in its interpreter here (TRITON_INTERPRET=1 from conftest), numba and the native
+extension natively; the shapes are awkward (T = 0, 1, 2, 7, 33; 1x1, 17x23, 67x45 frames; 1 and
+3 channels; both layouts; non-contiguous views) and small enough for the interpreter. The
+native kernel is also checked on its own (every SIMD level this CPU has, forced; row lengths
+around the vector widths; block and thread splits; strided and expanded views) against exact
+int64 sums computed by numpy.
 """
 import importlib
 
@@ -11,13 +14,18 @@ import pytest
 import torch
 
 from conftest import numba_available, triton_available
+from tempo_fast import _native
 from tempo_fast.ops import saa_scores, saa_scores_ref
+from tempo_fast.ops.saa_scores import saa_scores_native
 
+NATIVE = _native.has_kernel("saa_abs_diff_sums", "cpu")
 BACKENDS = ["torch"]
 if numba_available():
     BACKENDS.append("numba")
 if triton_available():
     BACKENDS.append("triton")
+if NATIVE:
+    BACKENDS.append("native")
 
 # (T, H, W, C)
 SHAPES = [(1, 1, 1, 3), (2, 1, 1, 1), (2, 17, 23, 3), (7, 67, 45, 1), (7, 67, 45, 3), (33, 5, 7, 3), (33, 1, 1, 1)]
@@ -173,3 +181,144 @@ def test_triton_cuda_bit_identical(shape):
     view = cuda.permute(0, 3, 1, 2)[:, :, 1:, ::2]
     assert torch.equal(saa_scores(view, channels_last=False).cpu(),
                        saa_scores_ref(frames.permute(0, 3, 1, 2)[:, :, 1:, ::2], channels_last=False))
+
+
+# ---- the native kernel on its own -------------------------------------------------------------
+
+needs_native = pytest.mark.skipif(not NATIVE, reason=f"tempo_fast._C not available: {_native.reason()}")
+ISA_NAMES = ["scalar", "avx2", "avx512bw"]
+
+
+def isa_levels() -> list[str]:
+    """The SIMD levels this CPU runs (each is forced in turn)."""
+    if not NATIVE:
+        return ["scalar"]
+    return ISA_NAMES[:ISA_NAMES.index(torch.ops.tempo_fast.cpu_isa()) + 1]
+
+
+def exact_sums(frames_np: np.ndarray) -> np.ndarray:
+    """int64 sums of |f_t - f_{t-1}| per frame pair, in numpy (independent of the kernel)."""
+    a = frames_np.astype(np.int64)
+    if len(a) < 2:
+        return np.zeros(0, dtype=np.int64)
+    return np.abs(a[1:] - a[:-1]).reshape(len(a) - 1, -1).sum(1)
+
+
+def native_sums(frames: torch.Tensor, isa: str) -> np.ndarray:
+    sums = torch.ops.tempo_fast.saa_abs_diff_sums(frames, _native.cpu_isa(isa))
+    assert sums.dtype == torch.int64 and sums.shape == (max(frames.shape[0] - 1, 0),)
+    return sums.numpy()
+
+
+NATIVE_SHAPES = [(t, h, w, c) for t, h, w, c in [
+    (1, 1, 1, 1), (1, 224, 224, 3), (2, 1, 1, 3), (2, 3, 17, 4), (2, 31, 1, 1), (2, 224, 224, 3),
+    (7, 1, 31, 3), (7, 17, 3, 4), (7, 31, 31, 1), (7, 3, 224, 3), (7, 17, 31, 3), (2, 224, 31, 4),
+]]
+
+
+@needs_native
+@pytest.mark.parametrize("isa", isa_levels())
+@pytest.mark.parametrize("shape", NATIVE_SHAPES, ids=["x".join(map(str, s)) for s in NATIVE_SHAPES])
+def test_native_awkward_shapes(shape, isa, monkeypatch):
+    frames = random_frames(shape, seed=sum(shape))
+    np.testing.assert_array_equal(native_sums(frames, isa), exact_sums(frames.numpy()))
+    monkeypatch.setenv("TEMPO_FAST_CPU_ISA", isa)
+    scores = saa_scores(frames, backend="native")
+    check(scores, reference(frames.numpy()))
+    assert torch.equal(scores, saa_scores_ref(frames))
+    first = frames.permute(0, 3, 1, 2).contiguous()
+    assert torch.equal(saa_scores(first, channels_last=False, backend="native"), scores)
+
+
+@needs_native
+@pytest.mark.parametrize("isa", isa_levels())
+def test_native_row_tails(isa):
+    """Rows of every length around the 32- and 64-byte vectors (and a row cut into 64 KiB pieces)."""
+    lengths = [1, 15, 16, 31, 32, 33, 63, 64, 65, 95, 127, 128, 129, 191, 200, 255, 257]
+    for length in lengths + [(1 << 16) + 77]:
+        frames = random_frames((3, 1, length, 1), seed=length)
+        np.testing.assert_array_equal(native_sums(frames, isa), exact_sums(frames.numpy()), err_msg=str(length))
+    # rows of a cropped frame start at unaligned addresses
+    base = random_frames((3, 9, 101, 3), seed=11)
+    for view in (base[:, 1:8, 3:90], base[:, :, 1:]):
+        np.testing.assert_array_equal(native_sums(view, isa), exact_sums(view.numpy()))
+
+
+def native_views():
+    """Views the native kernel reads in place: unit-stride rows, strided rows (the scalar
+    strided path), expanded (stride-0) dimensions, frame steps, channels first."""
+    base = random_frames((13, 3, 37, 45), seed=12)          # stored [T, C, H, W]
+    thwc = base.permute(0, 2, 3, 1)
+    yield "permuted", thwc
+    yield "frame-step", thwc[1::3]
+    yield "crop", thwc[:, 2:35, 5:44, :]
+    yield "strided-width", thwc[:, :, ::3, 1:2]              # rows of stride 3
+    yield "strided-all", base[:, ::2, 1::4, ::5]
+    yield "channels-first-crop", base[:, :, 3:31, 2:40]
+    yield "expanded-width", random_frames((6, 17, 1, 3), seed=13).expand(6, 17, 29, 3)
+    yield "expanded-frames", random_frames((1, 5, 7, 3), seed=14).expand(4, 5, 7, 3)
+    yield "transposed-hw", thwc.transpose(1, 2)
+
+
+@needs_native
+@pytest.mark.parametrize("isa", isa_levels())
+@pytest.mark.parametrize("name,view", list(native_views()), ids=[v[0] for v in native_views()])
+def test_native_views(name, view, isa):
+    np.testing.assert_array_equal(native_sums(view, isa), exact_sums(view.numpy()))
+
+
+@needs_native
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("shape", [(41, 96, 96, 3), (5, 300, 300, 3), (300, 6, 6, 3), (3, 40, 70000, 1)])
+def test_native_splits(shape, threads):
+    """Frames of several 64 KiB blocks, many frame ranges, rows longer than a block; serial and
+    threaded (over the serial-size threshold)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        frames = random_frames(shape, seed=15)
+        np.testing.assert_array_equal(native_sums(frames, "scalar" if threads == 1 else None),
+                                      exact_sums(frames.numpy()))
+        np.testing.assert_array_equal(native_sums(frames[:, :, 1:], None), exact_sums(frames[:, :, 1:].numpy()))
+    finally:
+        torch.set_num_threads(before)
+
+
+@needs_native
+def test_native_bad_inputs():
+    op = torch.ops.tempo_fast.saa_abs_diff_sums
+    with pytest.raises(RuntimeError, match="must be uint8, got Float"):
+        op(torch.zeros((2, 4, 4, 3)), -1)
+    with pytest.raises(RuntimeError, match="must have 4 dims, got shape"):
+        op(torch.zeros((2, 4, 4), dtype=torch.uint8), -1)
+    with pytest.raises(RuntimeError, match="isa must be -1"):
+        op(torch.zeros((2, 4, 4, 3), dtype=torch.uint8), 7)
+    if torch.ops.tempo_fast.cpu_isa() != "avx512bw":
+        with pytest.raises(RuntimeError, match="not supported by this CPU"):
+            op(torch.zeros((2, 4, 4, 3), dtype=torch.uint8), 2)
+    with pytest.raises(ValueError, match="got 'avx9'"):
+        saa_scores_native(torch.zeros((2, 4, 4, 3), dtype=torch.uint8), isa="avx9")
+    # the public op checks first, with the layout in the message
+    with pytest.raises(ValueError, match="C=8 channels"):
+        saa_scores(torch.zeros((4, 3, 8, 8), dtype=torch.uint8), backend="native")
+    with pytest.raises(TypeError, match="uint8, got int16"):
+        saa_scores(torch.zeros((4, 8, 8, 3), dtype=torch.int16), backend="native")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("shape", [(2, 17, 23, 3), (65, 720, 1280, 3), (300, 64, 64, 3), (7, 31, 1, 1)])
+def test_native_cuda_bit_identical(shape):
+    if not _native.has_kernel("saa_abs_diff_sums", "cuda"):
+        pytest.skip(f"tempo_fast._C has no CUDA kernel here: {_native.reason() or 'built without its CUDA part'}")
+    frames = random_frames(shape, seed=16)
+    cuda = frames.cuda()
+    assert torch.equal(saa_scores(cuda, backend="native").cpu(), saa_scores_ref(frames))
+    for view_cpu, view_gpu, last in [
+        (frames[:, :, 1:], cuda[:, :, 1:], True),                                 # rows, unaligned
+        (frames.permute(0, 3, 1, 2)[:, :, 1:, ::2], cuda.permute(0, 3, 1, 2)[:, :, 1:, ::2], False),
+        (frames[1:], cuda[1:], True),                                             # offset start
+    ]:
+        got = saa_scores(view_gpu, channels_last=last, backend="native").cpu()
+        assert torch.equal(got, saa_scores_ref(view_cpu, channels_last=last))
+    np.testing.assert_array_equal(torch.ops.tempo_fast.saa_abs_diff_sums(cuda, -1).cpu().numpy(),
+                                  exact_sums(frames.numpy()))

@@ -1,12 +1,15 @@
 """Backend choice and input checks shared by every op in `tempo_fast.ops`.
 
-Each op has up to three implementations: the torch reference (always there), a Triton kernel
-(CUDA tensors, or CPU tensors when TRITON_INTERPRET=1 runs Triton's interpreter) and a numba
-kernel (CPU tensors). `resolve_backend` turns the user's `backend=` argument into one of them,
-and fails with a message that says why when the asked-for one cannot run on the given tensor.
+Each op has up to four implementations: the torch reference (always there), a Triton kernel
+(CUDA tensors, or CPU tensors when TRITON_INTERPRET=1 runs Triton's interpreter), a numba
+kernel (CPU tensors) and a native one (`torch.ops.tempo_fast.<op>` from the optional extension
+tempo_fast._C, built from kernels/). `resolve_backend` turns the user's `backend=` argument into
+one of them, and fails with a message that says why when the asked-for one cannot run on the
+given tensor.
 
-Nothing here imports triton or numba: availability is checked with `importlib.util.find_spec`,
-and the kernel modules (`_triton/*.py`, `_numba/*.py`) are imported only when first used.
+Nothing here imports triton, numba or the extension: availability is checked with
+`importlib.util.find_spec`, the kernel modules (`_triton/*.py`, `_numba/*.py`) are imported only
+when first used, and tempo_fast._native tries the extension on the first op that could use it.
 """
 from __future__ import annotations
 
@@ -16,7 +19,9 @@ import os
 
 import torch
 
-BACKENDS = ("torch", "triton", "numba")
+from .. import _native
+
+BACKENDS = ("torch", "triton", "numba", "native")
 
 
 @functools.cache
@@ -34,14 +39,21 @@ def triton_interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
-def resolve_backend(op: str, tensor: torch.Tensor, backend: str | None, *, numba: bool = True) -> str:
+def resolve_backend(op: str, tensor: torch.Tensor, backend: str | None, *, numba: bool = True,
+                    native: str | None = None, native_default: tuple[str, ...] = ()) -> str:
     """The implementation that runs `op` on `tensor`.
 
-    backend=None picks the fastest one available: Triton for CUDA tensors, numba for CPU
-    tensors when the op has a numba kernel (`numba=True`) and numba is installed, else torch.
+    native: the op's kernel in the extension (`torch.ops.tempo_fast.<native>`), None if it has
+    none; native_default: the device types on which it was measured fastest.
+    backend=None picks the fastest one available: native where `native_default` lists the
+    tensor's device type and the extension has that kernel, else Triton for CUDA tensors, numba
+    for CPU tensors when the op has a numba kernel (`numba=True`) and numba is installed, else
+    torch.
     """
     on_cpu = tensor.device.type == "cpu"
     if backend is None:
+        if native and tensor.device.type in native_default and _native.has_kernel(native, tensor.device.type):
+            return "native"
         if tensor.is_cuda and has_triton():
             return "triton"
         if on_cpu and numba and has_numba():
@@ -64,7 +76,25 @@ def resolve_backend(op: str, tensor: torch.Tensor, backend: str | None, *, numba
             raise ValueError(f"{op}: backend='numba' runs CPU tensors only, got a tensor on {tensor.device}")
         if not has_numba():
             raise RuntimeError(f"{op}: backend='numba' needs the numba package (pip install numba)")
+    if backend == "native":
+        check_native(op, native, tensor.device.type)
     return backend
+
+
+def check_native(op: str, native: str | None, device: str) -> None:
+    """Raise, saying why, unless the extension's kernel `native` runs tensors of type `device`."""
+    if native is None:
+        raise ValueError(f"{op}: has no native kernel; use backend=None or one of {BACKENDS[:3]}")
+    if not _native.available():
+        raise RuntimeError(f"{op}: backend='native' needs the extension tempo_fast._C, which is not "
+                           f"available: {_native.reason()}; {_native.HOW_TO_BUILD}")
+    if not _native.has_op(native):
+        raise RuntimeError(f"{op}: the extension tempo_fast._C has no op {native!r} (built from older "
+                           f"sources?); {_native.HOW_TO_BUILD}")
+    if not _native.has_kernel(native, device):
+        part = ("was built without its CUDA part (it is built where torch has CUDA and nvcc is found)"
+                if device == "cuda" else f"has no {device} kernel for it")
+        raise ValueError(f"{op}: backend='native' got a tensor on {device}, and tempo_fast._C {part}")
 
 
 def check_tensor(op: str, name: str, t, *, ndim: int | tuple[int, ...] | None = None,

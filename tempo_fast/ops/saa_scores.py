@@ -12,23 +12,35 @@ empty result.
 Exactness: every backend sums |f_t - f_{t-1}| in integers (int32 per block, int64 per frame) and
 then divides once, `float32(float64(sum) / (255 * H * W * C))`, in one shared function
 (`_finish`); so the result is exact up to that one rounding, deterministic, and bit-identical
-across the torch, numba and Triton backends.
+across the torch, numba, Triton and native backends.
 
 Bytes moved: the op is memory-bound. The Triton kernel and the numba kernel read every frame
 once (a program walks consecutive frames keeping the previous frame's block in registers or
 cache), i.e. T*H*W*C bytes, plus T*blocks*4 bytes of per-block partial sums; the torch reference
 reads each frame twice and writes a uint8 |difference| of one chunk of frames at a time.
 
-Backends: Triton for CUDA tensors, numba for CPU tensors (parallel over frame ranges and pixel
-blocks), torch everywhere. There is no gradient (the input is uint8).
+The native kernels (kernels/cpu/saa_scores.cpp, kernels/cuda/saa_scores.cu, op
+`torch.ops.tempo_fast.saa_abs_diff_sums`) return the int64 sums: on CPU SAD instructions
+(`_mm512_sad_epu8` / `_mm256_sad_epu8`, chosen at run time, scalar fallback; TEMPO_FAST_CPU_ISA
+forces a level) over (frame range, 64 KiB block) items in parallel, reading each frame about
+once; on CUDA 16-byte loads, `__vsadu4` and a block reduction per (pair, 16 KiB tile).
+
+Backends: native for CPU tensors when the extension is built (measured fastest there:
+benchmarks/bench_saa.py), else numba (parallel over frame ranges and pixel blocks); Triton for
+CUDA tensors (the native CUDA kernel is not yet measured against it: pass backend="native");
+torch everywhere. There is no gradient (the input is uint8).
 """
 from __future__ import annotations
 
 import torch
 
+from .. import _native
 from ._backend import check_tensor, resolve_backend
 
 _OP = "saa_scores"
+_NATIVE_OP = "saa_abs_diff_sums"
+# Devices on which backend=None picks the native kernel (measured fastest there).
+_NATIVE_DEFAULT = ("cpu",)
 
 # Elements of frames differenced at a time by the torch reference: bounds its extra memory.
 _REF_CHUNK_ELEMENTS = 1 << 24
@@ -129,14 +141,32 @@ def saa_scores_numba(frames: torch.Tensor, *, channels_last: bool = True) -> tor
     return _finish(torch.from_numpy(partial).sum(1), frames[0].numel())
 
 
+def saa_scores_native(frames: torch.Tensor, *, channels_last: bool = True, isa: str | None = None) -> torch.Tensor:
+    """Native launcher: int64 sums from `torch.ops.tempo_fast.saa_abs_diff_sums`.
+
+    isa (CPU only): None (TEMPO_FAST_CPU_ISA, else the best this CPU has), "scalar", "avx2" or
+    "avx512bw", to force one code path.
+    """
+    _check_frames(frames, channels_last)
+    count = frames.shape[0]
+    if count < 2:
+        return torch.zeros(count, dtype=torch.float32, device=frames.device)
+    _native.load()
+    level = _native.cpu_isa(isa) if frames.device.type == "cpu" else -1
+    sums = torch.ops.tempo_fast.saa_abs_diff_sums(frames, level)
+    return _finish(sums, frames[0].numel())
+
+
 def saa_scores(frames: torch.Tensor, *, channels_last: bool = True, backend: str | None = None) -> torch.Tensor:
     """Per-frame variation scores `[T]` float32 of uint8 frames (see the module docstring).
 
-    backend: None (Triton on CUDA, numba on CPU when installed, else torch), "torch", "triton"
-    or "numba".
+    backend: None (native on CPU when the extension is built, else numba when installed, else
+    torch; Triton on CUDA), "torch", "triton", "numba" or "native".
     """
     check_tensor(_OP, "frames", frames, ndim=4, dtypes=(torch.uint8,))
-    which = resolve_backend(_OP, frames, backend, numba=True)
+    which = resolve_backend(_OP, frames, backend, numba=True, native=_NATIVE_OP, native_default=_NATIVE_DEFAULT)
+    if which == "native":
+        return saa_scores_native(frames, channels_last=channels_last)
     if which == "triton":
         return saa_scores_triton(frames, channels_last=channels_last)
     if which == "numba":
