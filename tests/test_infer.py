@@ -14,6 +14,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from tempo_fast import cli, infer, rollout  # noqa: E402
 from tempo_fast.infer import InferConfig, merge_candidates  # noqa: E402
 from tempo_fast.rewards import parse_answer  # noqa: E402
+from tiny_vl import tiny_name  # noqa: E402
 
 SMALL = dict(num_frames=4, min_pixels=56 * 56, max_pixels=56 * 56, num_samples=2, max_new_tokens=8,
              workers=2, prefetch=2)
@@ -93,7 +94,7 @@ def clips(tmp_path_factory):
 def vl():
     from tempo_fast.model import load_model
 
-    return load_model("tiny")
+    return load_model(tiny_name())
 
 
 def test_ground_tiny_shape(clips, vl):
@@ -108,10 +109,10 @@ def test_ground_tiny_shape(clips, vl):
 
 
 def _scripted(monkeypatch, greedy_text, sample_texts, sample_logprobs=None):
-    """RolloutEngine.generate returning fixed texts (one-token answers of the given log-probs)."""
+    """RolloutEngine.generate_batch returning fixed texts (one-token answers of the given log-probs)."""
     calls = []
 
-    def generate(self, prompt, num_samples, *, generator=None, greedy_rows=0):
+    def generate_batch(self, prompts, num_samples, *, generators=None, greedy_rows=0):
         greedy_rows = num_samples if self.sampling.greedy else greedy_rows
         sampled = num_samples - greedy_rows
         texts = [greedy_text] * greedy_rows + list(sample_texts[:sampled])
@@ -120,11 +121,11 @@ def _scripted(monkeypatch, greedy_text, sample_texts, sample_logprobs=None):
         lp = torch.zeros(g, 1)
         if sample_logprobs is not None and sampled:
             lp[greedy_rows:, 0] = torch.tensor(sample_logprobs[:sampled])
-        return rollout.Rollout(completion_ids=torch.zeros(g, 1, dtype=torch.long), completion_mask=torch.ones(g, 1),
-                               logprobs=lp, lengths=torch.ones(g, dtype=torch.long), texts=texts,
-                               timing={"prefill_s": 0.0})
+        return [rollout.Rollout(completion_ids=torch.zeros(g, 1, dtype=torch.long), completion_mask=torch.ones(g, 1),
+                                logprobs=lp, lengths=torch.ones(g, dtype=torch.long), texts=texts,
+                                timing={"prefill_s": 0.0, "decode_s": 0.0}) for _ in prompts]
 
-    monkeypatch.setattr(rollout.RolloutEngine, "generate", generate)
+    monkeypatch.setattr(rollout.RolloutEngine, "generate_batch", generate_batch)
     return calls
 
 
@@ -174,15 +175,21 @@ def _annotations(path, vids):
 
 
 def _counting(monkeypatch):
+    """Records (prompts, rows per prompt) of every batch the engine decodes."""
     calls = []
-    real = rollout.RolloutEngine.generate
+    real = rollout.RolloutEngine.generate_batch
 
-    def generate(self, prompt, num_samples, *, generator=None, greedy_rows=0):
-        calls.append(num_samples)
-        return real(self, prompt, num_samples, generator=generator, greedy_rows=greedy_rows)
+    def generate_batch(self, prompts, num_samples, *, generators=None, greedy_rows=0):
+        calls.append((len(prompts), num_samples))
+        return real(self, prompts, num_samples, generators=generators, greedy_rows=greedy_rows)
 
-    monkeypatch.setattr(rollout.RolloutEngine, "generate", generate)
+    monkeypatch.setattr(rollout.RolloutEngine, "generate_batch", generate_batch)
     return calls
+
+
+def _answered(calls) -> tuple[int, set]:
+    """(queries answered, the rows per query used) from `_counting`'s calls."""
+    return sum(n for n, _ in calls), {g for _, g in calls}
 
 
 def test_predict_errors_resume_retry_and_eval(clips, vl, tmp_path, monkeypatch):
@@ -200,7 +207,7 @@ def test_predict_errors_resume_retry_and_eval(clips, vl, tmp_path, monkeypatch):
 
     summary = infer.predict(ann, videos, model=vl, out=out, config=config, progress=False)
     assert (summary["queries"], summary["errors"], summary["skipped"]) == (4, 1, 0)
-    assert calls == [3] * 3 and summary["tokens"] > 0
+    assert _answered(calls) == (3, {3}) and summary["tokens"] > 0
     records = read_jsonl(out)
     assert [r["qid"] for r in records] == [0, 1, 2, 3]
     assert "error" in records[2] and "not found" in records[2]["error"]
@@ -215,9 +222,52 @@ def test_predict_errors_resume_retry_and_eval(clips, vl, tmp_path, monkeypatch):
 
     make_clip(videos / "vd.mp4", width=56, height=56, fps=8, seconds=3)
     summary = infer.predict(ann, videos, model=vl, out=out, config=config, progress=False, retry_errors=True)
-    assert calls == [3] and (summary["queries"], summary["errors"]) == (1, 0)
+    assert calls == [(1, 3)] and (summary["queries"], summary["errors"]) == (1, 0)
     records = read_jsonl(out)
     assert sorted(r["qid"] for r in records) == [0, 1, 2, 3] and not any("error" in r for r in records)
+
+
+def test_predict_same_predictions_for_every_batch_size(clips, vl, tmp_path, monkeypatch):
+    """B = 1, 3 and 8 queries per forward (and inline or threaded preparation, a token budget that
+    splits batches) write the same file: each query samples from its own seeded generator."""
+    ann = _annotations(tmp_path / "ann.jsonl", ["va", "vb", "vc", "va", "vb", "vd", "vc"])  # vd: missing
+    texts = {}
+    calls = _counting(monkeypatch)
+    for size, workers, budget in ((1, 0, None), (3, 2, None), (8, 2, None), (8, 0, 200)):
+        out = tmp_path / f"b{size}_w{workers}_t{budget}.jsonl"
+        config = InferConfig(**{**SMALL, "batch_size": size, "workers": workers, "batch_tokens": budget})
+        calls.clear()
+        summary = infer.predict(ann, clips, model=vl, out=out, config=config, progress=False)
+        assert (summary["queries"], summary["errors"], summary["batch_size"]) == (7, 1, size)
+        assert _answered(calls) == (6, {3}) and max(n for n, _ in calls) <= size
+        texts[(size, workers, budget)] = out.read_text()
+    assert max(n for n, _ in calls) < 6  # the budget of 200 padded tokens split the batch of 8
+    first = next(iter(texts.values()))
+    assert [json.loads(line)["qid"] for line in first.splitlines()] == list(range(7))
+    for key, text in texts.items():
+        assert text == first, key
+
+
+def test_predict_batch_failure_retries_alone(clips, vl, tmp_path, monkeypatch):
+    """The model failing on one query (say, out of memory) fails its batch; the batch is answered
+    again query by query and only that query gets an error record."""
+    ann = _annotations(tmp_path / "ann.jsonl", ["va", "vb", "vc"])
+    real = rollout.RolloutEngine.generate_batch
+    bad = {}
+
+    def generate_batch(self, prompts, num_samples, **kwargs):
+        if any(p.duration == bad["duration"] for p in prompts):
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(self, prompts, num_samples, **kwargs)
+
+    monkeypatch.setattr(rollout.RolloutEngine, "generate_batch", generate_batch)
+    bad["duration"] = infer.prepare(vl, clips / "vb.mp4", "q", InferConfig(**SMALL))["prompt"].duration
+    out = tmp_path / "preds.jsonl"
+    summary = infer.predict(ann, clips, model=vl, out=out, config=InferConfig(**{**SMALL, "workers": 0}),
+                            progress=False)
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert summary["errors"] == 1 and [r["qid"] for r in records] == [0, 1, 2]
+    assert "OutOfMemoryError" in records[1]["error"] and "error" not in records[0] and "error" not in records[2]
 
 
 def test_predict_resumes_after_truncated_line(clips, vl, tmp_path, monkeypatch):
@@ -226,7 +276,7 @@ def test_predict_resumes_after_truncated_line(clips, vl, tmp_path, monkeypatch):
     out.write_text(json.dumps({"qid": 0, "pred_relevant_windows": [], "refused": True}) + "\n{\"qid\": 1, \"pred")
     calls = _counting(monkeypatch)
     infer.predict(ann, clips, model=vl, out=out, config=InferConfig(**{**SMALL, "num_samples": 0}), progress=False)
-    assert calls == [1]  # only qid 1 again
+    assert calls == [(1, 1)]  # only qid 1 again
     assert [json.loads(line)["qid"] for line in out.read_text().splitlines()] == [0, 1]
     out.write_text('{"qid": 0}\nnot json\n{"qid": 1}\n')
     with pytest.raises(ValueError, match=":2:"):
@@ -260,7 +310,7 @@ def _rank_main(rank, ann, videos, out, port):
     os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    infer.predict(ann, videos, model="tiny", out=out, config=InferConfig(**{**SMALL, "device": "cpu", "workers": 0}),
+    infer.predict(ann, videos, model=tiny_name(), out=out, config=InferConfig(**{**SMALL, "device": "cpu", "workers": 0}),
                   progress=False)
 
 
@@ -285,7 +335,7 @@ def test_ground_command(clips, tmp_path, capsys):
     assert cli.main(["ground", str(clips / "va.mp4"), "--query", "q", "--num-frames", "3"]) == 2
     assert "num_frames" in capsys.readouterr().err
     config = tmp_path / "c.json"
-    config.write_text(json.dumps({**SMALL, "num_samples": 3, "device": "cpu"}))
+    config.write_text(json.dumps({**SMALL, "num_samples": 3, "device": "cpu", "model": tiny_name()}))
     assert cli.main(["ground", str(clips / "vb.mp4"), "--query", "the red circle moves", "--config", str(config),
                      "--num-samples", "1", "--no-decode-resize"]) == 0
     result = json.loads(capsys.readouterr().out)

@@ -4,6 +4,11 @@ query of a data set into a prediction file in the official QVHighlights layout, 
     tempo-fast predict --annotations data/test.jsonl --videos data/videos --model tiny --out preds.jsonl
     tempo-fast eval --pred preds.jsonl --gt data/test.jsonl
 
+Queries are answered `--batch-size B` per forward (default chosen for the device: 8 on CPU, 16 on
+CUDA; `--batch-tokens` caps the padded prompt tokens of a batch) while `--workers` threads decode
+and preprocess up to `--prefetch` queries ahead; every B gives the same predictions (each query
+samples from its own seeded generator). The summary printed at the end says where the time went
+(decode_s, preprocess_s in the workers; prefill_s, generate_s in the model; wait_s on the workers).
 A rerun skips the qids already in --out (`--retry-errors` answers the error records again).
 Several GPUs: `torchrun --nproc-per-node 8 -m tempo_fast predict ...` (rank r answers every r-th
 query; rank 0 merges the shards into --out). Ranks run as separate processes without torchrun:
