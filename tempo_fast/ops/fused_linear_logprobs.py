@@ -140,8 +140,9 @@ def _torch_backward(h2, weight, bias, ids, lse, grad, temperature, needs):
 # ---------------------------------------------------------------- Triton implementation
 
 def _triton_blocks(dtype: torch.dtype) -> dict:
-    # fp32 tiles take twice the shared memory per element: halve the K step.
-    return dict(BLOCK_N=64, BLOCK_V=128, BLOCK_K=32 if dtype == torch.float32 else 64)
+    """BLOCK_N/V/K, num_warps, num_stages for the H200 (the why is in `_triton/...tile_config`)."""
+    from ._triton.fused_linear_logprobs import tile_config
+    return tile_config(dtype, _input_precision(dtype))
 
 
 def _input_precision(dtype: torch.dtype) -> str:
@@ -168,7 +169,7 @@ def _triton_forward(h2, weight, bias, ids, temperature):
         h2.stride(0), h2.stride(1), weight.stride(0), weight.stride(1),
         temperature,
         HAS_BIAS=bias is not None, SEGMENT_TILES=_SEGMENT_TILES,
-        INPUT_PRECISION=_input_precision(h2.dtype), **blocks, num_warps=4, num_stages=3,
+        INPUT_PRECISION=_input_precision(h2.dtype), **blocks,
     )
     out = torch.empty(n, dtype=torch.float32, device=h2.device)
     lse = torch.empty_like(out)
@@ -198,8 +199,7 @@ def _triton_backward(h2, weight, bias, ids, lse, grad, temperature, needs):
             rows, vocab, hdim,
             h2.stride(0), h2.stride(1), weight.stride(0), weight.stride(1), d.stride(0),
             temperature,
-            HAS_BIAS=bias is not None, INPUT_PRECISION=_input_precision(h2.dtype),
-            **blocks, num_warps=4, num_stages=3,
+            HAS_BIAS=bias is not None, INPUT_PRECISION=_input_precision(h2.dtype), **blocks,
         )
         if grad_h is not None:
             torch.mm(d, weight, out=grad_h[r0:r0 + rows])

@@ -6,8 +6,39 @@ the combine kernel merges the segments in order and subtracts. Backward: the dlo
 recomputes the same tiles (same K loop, so the same logits) and writes
 (onehot - exp(logit - lse)) · scale, which the host feeds to cuBLAS.
 """
+import torch
 import triton
 import triton.language as tl
+
+
+def tile_config(dtype: torch.dtype, input_precision: str) -> dict:
+    """Tile sizes and launch options of the forward and dlogits kernels (shared: the same K loop
+    recomputes bit-identical logits in backward). They depend on dtype and precision only, never
+    on N, so rows stay batch-invariant.
+
+    Why these, for the H200 (sm_90a; figures from `python -m benchmarks.sm90_compile`, ptxas -v):
+    - Tensor-core dtypes (bf16/fp16, fp32 as TF32): a 128 x 128 logit tile on 8 warps, i.e. two
+      warpgroups that each issue m64n128k16 (k8 for TF32) wgmma from shared memory. Per K step a
+      program loads (128 + 128) x BLOCK_K operands for 128 x 128 x BLOCK_K multiply-adds: 1.5x less
+      L2-to-SM traffic per FLOP than the 64 x 128 tile on one warpgroup used before (two of those
+      per SM issue the same wgmma work, so warps per SM stay 8). BLOCK_K is 128 bytes of a row
+      (64 bf16, 32 fp32), the widest shared-memory swizzle wgmma reads. 4 stages: 32 KB per stage,
+      128 KB of the 227 KB; with one program per SM (208/216 registers x 256 threads) no second
+      program hides load latency, so the cp.async pipeline runs 3 K steps ahead (~1 us at the
+      ~0.35 us a bf16 K step takes). Larger tiles spill: 128 x 256 and 64 x 256 reach 255 registers
+      and spill 24 B in the forward, whose online logsumexp keeps a second tile of exp values live.
+    - fp32 IEEE (allow_tf32 off): no tensor cores; the dot is FMA outer products with the
+      accumulators in registers, so registers set the tile. 64 x 128 on 4 warps spilled (255
+      registers, 48 B of spill stores in the forward). 32 x 128 on 4 warps halves the accumulators
+      per thread: forward 206-208 registers, dlogits <= 166, no spill at any tested V, 40 KB
+      shared, 2-3 programs per SM. (64 x 128 on 8 warps fits the forward too, but ptxas capped the
+      dlogits kernel at 128 registers and spilled 16 B at an odd V.) BLOCK_V stays 128, so the
+      forward's vocabulary segments stay 4096 columns.
+    """
+    if dtype == torch.float32 and input_precision == "ieee":
+        return dict(BLOCK_N=32, BLOCK_V=128, BLOCK_K=32, num_warps=4, num_stages=3)
+    block_k = 32 if dtype == torch.float32 else 64
+    return dict(BLOCK_N=128, BLOCK_V=128, BLOCK_K=block_k, num_warps=8, num_stages=4)
 
 
 @triton.jit
