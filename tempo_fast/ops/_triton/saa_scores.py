@@ -16,8 +16,14 @@ import triton.language as tl
 from .._backend import cdiv, next_power_of_2
 
 # Elements per program and frame: 32 uint8 per thread with 4 warps, int32 partial sums are exact.
+# On the H200 that is two 16-byte loads per thread and frame at 62 registers (162 for a strided
+# crop; benchmarks/sm90_compile.py), so 8 programs of 4 warps are resident per SM.
 BLOCK = 4096
-# Programs the launcher aims for: enough to fill a large GPU several times over.
+# Programs the launcher aims for: enough to fill a large GPU several times over. On the H200
+# (132 SMs x 8 resident programs = 1056) 8192 is ~8 waves; the price is that each range re-reads
+# the frame before it, which at 256 frames of 224x224x3 means one frame per range (2x the bytes).
+# Fewer, longer ranges read less but keep fewer loads in flight; benchmarks/gpu_suite.py times
+# both (its "tiles" stage) so that a GPU run can settle it.
 TARGET_PROGRAMS = 8192
 MAX_GRID_Y = 65535
 
