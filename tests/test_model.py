@@ -11,7 +11,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from tempo_fast.data.synthetic import ACTIONS, COLOURS, SHAPES, query_text  # noqa: E402
 from tempo_fast.model import PromptInputs, VLModel, build_prompt, build_tiny, forward_kwargs, load_model  # noqa: E402
-from tempo_fast.model.tiny import SPECIAL_TOKENS, build_tokenizer, tiny_config  # noqa: E402
+from tempo_fast.model.tiny import RANDOM_NAME, SPECIAL_TOKENS, build_tokenizer, init_weights, tiny_config  # noqa: E402
 from tempo_fast.rewards import format_answer  # noqa: E402
 
 QUERY = "the red circle moves"
@@ -46,6 +46,7 @@ def test_round_trip_same_logits(vl):
     from transformers import Qwen2_5_VLForConditionalGeneration
     torch.manual_seed(0)
     fresh = Qwen2_5_VLForConditionalGeneration(tiny_config(build_tokenizer())).float().eval()
+    init_weights(fresh)
     prompt = build_prompt(vl, _frames([0.0, 0.5, 1.0, 1.5]), QUERY)
     torch.testing.assert_close(_logits(vl, **forward_kwargs(prompt)),
                                fresh(**forward_kwargs(prompt)).logits.detach(), rtol=0, atol=0)
@@ -64,16 +65,37 @@ def test_build_is_deterministic_and_small(tiny_dir, tmp_path):
     assert size < 8 << 20, size
 
 
-def test_load_tiny_by_name_builds_once(tmp_path, monkeypatch):
+def test_load_tiny_random_by_name_builds_once(tmp_path, monkeypatch):
     monkeypatch.setenv("TEMPO_FAST_HOME", str(tmp_path))
-    first = load_model("tiny")
-    folder = tmp_path / "tiny-qwen2_5_vl"
+    first = load_model("tiny-random")
+    folder = tmp_path / RANDOM_NAME
     assert first.path == folder and (folder / "config.json").is_file()
     stamp = (folder / "model.safetensors").stat().st_mtime_ns
-    second = load_model("tiny")
+    second = load_model("tiny-random")
     assert (folder / "model.safetensors").stat().st_mtime_ns == stamp
-    assert [p.name for p in tmp_path.iterdir()] == ["tiny-qwen2_5_vl"]  # no temp folder left behind
+    assert [p.name for p in tmp_path.iterdir()] == [RANDOM_NAME]  # no temp folder left behind
     assert all(torch.equal(p, q) for p, q in zip(first.model.parameters(), second.model.parameters()))
+
+
+def test_init_scale_is_fixed(vl):
+    """Every matrix starts at std INIT_STD (0.1), not transformers' 0.02 (too small at width 64 / 32)."""
+    for name, p in vl.model.named_parameters():
+        if p.ndim >= 2:
+            assert abs(float(p.detach().std()) - 0.1) < 0.02, (name, float(p.detach().std()))
+
+
+def test_load_tiny_by_name_is_the_shipped_pretrained_model(tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    from tempo_fast.model.tiny import WEIGHTS_FILE, shipped_manifest
+    monkeypatch.setenv("TEMPO_FAST_HOME", str(tmp_path))
+    vl = load_model("tiny")
+    assert vl.path.name == f"tiny-qwen2_5_vl-{shipped_manifest()['sha256'][:12]}"
+    shipped = load_file(str(WEIGHTS_FILE))
+    assert load_file(str(vl.path / "model.safetensors")).keys() == shipped.keys()
+    assert all(torch.equal(a, b) for a, b in zip(load_file(str(vl.path / "model.safetensors")).values(),
+                                                  shipped.values()))
+    assert len(list(tmp_path.iterdir())) == 1  # no temp folder left behind
 
 
 def test_vlmodel_properties(vl):

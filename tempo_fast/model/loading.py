@@ -4,11 +4,14 @@
 the matching `*ForConditionalGeneration` with `from_pretrained` (bf16 on CUDA and fp32 on CPU
 unless `dtype` is given; SDPA attention, or flash-attention 2 when `flash_attn` imports and the
 device is CUDA) and its tokenizer with the chat template from the same folder; pixel mean/std and
-per-frame pixel bounds come from its preprocessor_config.json when present. It never touches
-the network (`local_files_only=True`). `"tiny"` is the offline preset of `tempo_fast.model.tiny`.
+per-frame pixel bounds come from its video_preprocessor_config.json, else preprocessor_config.json,
+when present. It never touches the network (`local_files_only=True`). `"tiny"` is the offline preset of `tempo_fast.model.tiny`
+(pretrained weights shipped with the package), `"tiny-random"` the same model randomly initialised.
 
-Errors name the path and what is wrong: a missing folder or config.json or tokenizer files
-(FileNotFoundError), a checkpoint that is not one of the two video-LLMs (ValueError).
+Errors name the path and what is wrong: a missing folder, config.json, tokenizer files, weights
+or weight shards named by the index (FileNotFoundError); a checkpoint that is not one of the two
+video-LLMs, a config that is not JSON, a weight file whose safetensors header does not read
+(ValueError).
 """
 from __future__ import annotations
 
@@ -147,13 +150,53 @@ def _load_tokenizer(path: Path):
 
 
 def _preprocessor(path: Path) -> dict:
-    """image_mean / image_std / min_pixels / max_pixels from preprocessor_config.json (None when absent)."""
-    pre = path / "preprocessor_config.json"
-    data = json.loads(pre.read_text()) if pre.is_file() else {}
+    """image_mean / image_std / min_pixels / max_pixels (None when absent) from the video processor's
+    config, video_preprocessor_config.json (Qwen3-VL ships one), else preprocessor_config.json: the
+    order in which transformers' video processor looks for them."""
+    for name in ("video_preprocessor_config.json", "preprocessor_config.json"):
+        if (path / name).is_file():
+            try:
+                data = json.loads((path / name).read_text())
+            except json.JSONDecodeError as err:
+                raise ValueError(f"load_model: {str(path / name)!r} is not valid JSON: {err}") from err
+            break
+    else:
+        data = {}
     size = data.get("size") or {}
     return {"image_mean": data.get("image_mean"), "image_std": data.get("image_std"),
             "min_pixels": data.get("min_pixels", size.get("shortest_edge")),
             "max_pixels": data.get("max_pixels", size.get("longest_edge"))}
+
+
+def _check_weights(path: Path) -> None:
+    """The weight files exist and their safetensors headers read (before transformers sees them, whose
+    errors name neither the folder nor the file): a sharded index's every shard, else one weights file."""
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (json.JSONDecodeError, KeyError, AttributeError, TypeError) as err:
+            raise ValueError(f"load_model: {str(index)!r} is not a safetensors index (a JSON weight_map): {err}") from err
+        absent = [s for s in shards if not (path / s).is_file()]
+        if absent:
+            raise FileNotFoundError(f"load_model: {str(path)!r} lacks {len(absent)} of the {len(shards)} weight shards "
+                                    f"its index names: {', '.join(absent[:3])}")
+        files = [path / s for s in shards]
+    elif (path / "model.safetensors").is_file():
+        files = [path / "model.safetensors"]
+    elif any((path / name).is_file() for name in ("pytorch_model.bin", "pytorch_model.bin.index.json")):
+        return
+    else:
+        raise FileNotFoundError(f"load_model: {str(path)!r} has no weights (expected model.safetensors or "
+                                "model.safetensors.index.json with its shards)")
+    from safetensors import SafetensorError, safe_open
+
+    for file in files:
+        try:
+            with safe_open(file, framework="pt"):
+                pass
+        except (SafetensorError, OSError) as err:
+            raise ValueError(f"load_model: weight file {str(file)!r} is not a readable safetensors file: {err}") from err
 
 
 def default_attention(device: torch.device) -> str:
@@ -165,21 +208,22 @@ def default_attention(device: torch.device) -> str:
 
 def load_model(name_or_path, *, device="cpu", dtype: torch.dtype | None = None,
                attn_implementation: str | None = None) -> VLModel:
-    """A `VLModel` from a local checkpoint folder, or the tiny preset for `"tiny"`.
+    """A `VLModel` from a local checkpoint folder, or the tiny preset for `"tiny"` / `"tiny-random"`.
 
     device: where the weights go. dtype: default bf16 on CUDA, fp32 elsewhere.
     attn_implementation: default `default_attention(device)`.
     """
     import transformers
 
-    if str(name_or_path) == "tiny":
+    if str(name_or_path) in ("tiny", "tiny-random"):  # pretrained / random-init presets
         from tempo_fast.model.tiny import ensure_tiny
-        path = ensure_tiny()
+        path = ensure_tiny(pretrained=str(name_or_path) == "tiny")
     else:
         path = Path(name_or_path).expanduser()
     config = _read_config(path)
     family = _family(config, path)
     tokenizer = _load_tokenizer(path)
+    _check_weights(path)
     device = torch.device(device)
     if dtype is None:
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32

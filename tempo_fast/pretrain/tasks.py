@@ -1,0 +1,178 @@
+"""Pretraining tasks: general vision-language questions about a synthetic clip, from its plan.
+
+Not the grounding answer format (that is what SFT and PIR-GRPO teach): the answers are words.
+Each task is a `Task(kind, question, answer, video, evidence)`:
+- "caption":  "Describe the video." -> the clip's events in time order, "the red circle moves; the
+  blue square appears" (objects that do nothing: "the green diamond stays");
+- "colour":   "What colour is the circle?" -> "red" (a shape only one object has, that object never
+  changes colour);
+- "shape":    "What shape is the red object?" -> "circle" (a colour only one object ever shows);
+- "exists":   "Is there a red circle? Answer yes or no." -> "yes" / "no";
+- "event":    "Query: the red circle moves\\nDoes it happen? Answer yes or no." -> "yes" / "no", the
+  grounding prompt's own query line: the comparison of a query with the clip that refusing needs.
+Negatives of the yes/no tasks are half "near" (one word of a true one swapped: colour, shape,
+action, size or target colour, checked against every event with `synthetic.matches`) and half
+"far" (an object the clip does not have). Answers are balanced yes / no.
+
+Text evidence (the curriculum's first stages): `evidence=True` writes the caption as text,
+"Objects: <caption>.\\n", before the question, with (`video=True`) or without the video.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from tempo_fast.data.synthetic import ACTIONS, COLOURS, SHAPES, SIZES, matches, query_text
+
+YES, NO = "yes", "no"
+ASK_YES_NO = "Answer yes or no."
+CAPTION_QUESTION = "Describe the video."
+KINDS = ("caption", "colour", "shape", "exists", "event")
+YES_NO_KINDS = ("exists", "event")
+
+
+@dataclass(frozen=True)
+class Task:
+    """One question about one clip and the answer the model should give."""
+
+    kind: str           # one of KINDS
+    question: str       # the user text after the video (or alone, without video)
+    answer: str         # the answer text (the loss is on it and <|im_end|>)
+    video: bool = True  # the clip's video is in the prompt
+    evidence: bool = False  # the caption is written before the question as text
+
+
+def caption(plan: dict) -> str:
+    """The clip's events in time order as query sentences, `; `-separated."""
+    events = sorted(plan["events"], key=lambda e: (e["start"], e["object"]))
+    parts = [query_text({"colour": e["colour"], "shape": e["shape"], "action": e["action"],
+                         "target": e["target"]}) for e in events]
+    busy = {e["object"] for e in events}
+    parts += [f"the {o['colours'][0]} {o['shape']} stays" for o in plan["objects"] if o["id"] not in busy]
+    return "; ".join(parts)
+
+
+def _pairs(plan: dict) -> set[tuple[str, str]]:
+    """Every (colour, shape) some object shows at some time."""
+    return {(c, o["shape"]) for o in plan["objects"] for c in o["colours"]}
+
+
+def _event_question(query: str) -> str:
+    return f"Query: {query}\nDoes it happen? {ASK_YES_NO}"
+
+
+def _exists_question(colour: str, shape: str) -> str:
+    return f"Is there a {colour} {shape}? {ASK_YES_NO}"
+
+
+def _happens(plan: dict, fields: dict) -> bool:
+    return any(matches(fields, e) for e in plan["events"])
+
+
+def _near_event_negative(plan: dict, rng: random.Random) -> dict | None:
+    """A true event's fields with one word swapped so that nothing in the clip matches."""
+    for _ in range(20):
+        e = rng.choice(plan["events"])
+        fields = {"size": e["size"] if rng.random() < 0.3 else None, "colour": e["colour"], "shape": e["shape"],
+                  "action": e["action"], "target": e["target"]}
+        slot = rng.choice(["colour", "shape", "action", "action", "size", "target"])
+        if slot == "colour":
+            fields["colour"] = rng.choice([c for c in COLOURS if c != e["colour"]])
+        elif slot == "shape":
+            fields["shape"] = rng.choice([s for s in SHAPES if s != e["shape"]])
+        elif slot == "size":
+            fields["size"] = next(s for s in SIZES if s != e["size"])
+        elif slot == "target" and e["action"] == "change":
+            fields["target"] = rng.choice([c for c in COLOURS if c not in (e["colour"], e["target"])])
+        else:
+            fields["action"] = rng.choice([a for a in ACTIONS if a != e["action"]])
+            fields["target"] = (rng.choice([c for c in COLOURS if c != fields["colour"]])
+                                if fields["action"] == "change" else None)
+        if fields["colour"] == fields["target"]:
+            continue
+        if not _happens(plan, fields):
+            return fields
+    return None
+
+
+def _far_event_negative(plan: dict, rng: random.Random) -> dict:
+    present = _pairs(plan)
+    absent = [(c, s) for c in COLOURS for s in SHAPES if (c, s) not in present]
+    colour, shape = rng.choice(absent)
+    action = rng.choice(list(ACTIONS))
+    target = rng.choice([c for c in COLOURS if c != colour]) if action == "change" else None
+    return {"size": rng.choice(list(SIZES)) if rng.random() < 0.3 else None, "colour": colour, "shape": shape,
+            "action": action, "target": target}
+
+
+def event_task(plan: dict, rng: random.Random, answer: str) -> Task | None:
+    """A yes/no question about one event (answer "yes": one of the clip's queries)."""
+    if answer == YES:
+        if not plan["queries"]:
+            return None
+        return Task("event", _event_question(rng.choice(plan["queries"])["query"]), YES)
+    fields = _near_event_negative(plan, rng) if plan["events"] and rng.random() < 0.5 else None
+    fields = fields or _far_event_negative(plan, rng)
+    return Task("event", _event_question(query_text(fields)), NO)
+
+
+def exists_task(plan: dict, rng: random.Random, answer: str) -> Task:
+    """A yes/no question whether an object of a colour and shape is in the clip."""
+    present = sorted(_pairs(plan))
+    if answer == YES:
+        return Task("exists", _exists_question(*rng.choice(present)), YES)
+    absent = {(c, s) for c in COLOURS for s in SHAPES} - set(present)
+    near = sorted(p for p in absent if any(p[0] == c or p[1] == s for c, s in present))
+    pool = near if near and rng.random() < 0.5 else sorted(absent)
+    return Task("exists", _exists_question(*rng.choice(pool)), NO)
+
+
+def colour_task(plan: dict, rng: random.Random) -> Task | None:
+    shapes = [o["shape"] for o in plan["objects"]]
+    fit = [o for o in plan["objects"] if shapes.count(o["shape"]) == 1 and len(o["colours"]) == 1]
+    if not fit:
+        return None
+    o = rng.choice(fit)
+    return Task("colour", f"What colour is the {o['shape']}?", o["colours"][0])
+
+
+def shape_task(plan: dict, rng: random.Random) -> Task | None:
+    colours = [c for o in plan["objects"] for c in o["colours"]]
+    fit = [o for o in plan["objects"] if len(o["colours"]) == 1 and colours.count(o["colours"][0]) == 1]
+    if not fit:
+        return None
+    o = rng.choice(fit)
+    return Task("shape", f"What shape is the {o['colours'][0]} object?", o["shape"])
+
+
+def make_task(plan: dict, kind: str, rng: random.Random, *, video: bool = True, evidence: bool = False) -> Task | None:
+    """One task of `kind` about `plan` (None when the clip cannot ask it), yes/no answers drawn 50/50."""
+    if kind not in KINDS:
+        raise ValueError(f"make_task: kind must be one of {KINDS}, got {kind!r}")
+    if kind == "caption":
+        task = Task("caption", CAPTION_QUESTION, caption(plan))
+    elif kind == "colour":
+        task = colour_task(plan, rng)
+    elif kind == "shape":
+        task = shape_task(plan, rng)
+    elif kind == "exists":
+        task = exists_task(plan, rng, YES if rng.random() < 0.5 else NO)
+    else:
+        task = event_task(plan, rng, YES if rng.random() < 0.5 else NO)
+    if task is None:
+        return None
+    question = f"Objects: {caption(plan)}.\n{task.question}" if evidence else task.question
+    return Task(task.kind, question, task.answer, video=video, evidence=evidence)
+
+
+def vocabulary_lines() -> list[str]:
+    """Pretraining text for the tiny tokenizer's corpus (questions, answers, captions)."""
+    lines = [CAPTION_QUESTION, ASK_YES_NO, YES, NO, " yes", " no", "Objects: ", "Does it happen? Answer yes or no.",
+             "the green diamond stays; the red circle moves."]
+    for colour in COLOURS:
+        lines.append(f"What shape is the {colour} object?")
+        for shape in SHAPES:
+            lines.append(_exists_question(colour, shape))
+            lines.append(f"the {colour} {shape} stays")
+    lines += [f"What colour is the {shape}?" for shape in SHAPES]
+    return lines
