@@ -42,6 +42,7 @@ class DemoConfig:
     grpo_batch_size: int = 4               # GRPO prompts per step
     num_generations: int = 8               # G: sampled answers per prompt in GRPO
     max_new_tokens: int = 24               # longest answer (GRPO sampling and evaluation)
+    ablations: bool = True                 # run the ablations (False: SFT, GRPO and their scores only, for tuning)
     eval_batch_size: int = 16              # prompts per prefill in evaluation
     bootstrap: int = 1000                  # bootstrap resamples for the 95% intervals (0: none)
     threads: int = 1                       # torch CPU threads (0: torch's default; tiny ops gain nothing from more)

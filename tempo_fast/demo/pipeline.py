@@ -83,7 +83,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     import torch
 
     from tempo_fast.data.synthetic import require_ffmpeg
-    from tempo_fast.demo.report import draw_plots, ground_command
+    from tempo_fast.demo.report import draw_plots
     from tempo_fast.train.data import prepare_synthetic
     from tempo_fast.train.evaluate import baselines, swap_videos
     from tempo_fast.train.grpo import train_grpo
@@ -126,6 +126,8 @@ def run_demo(cfg: DemoConfig) -> dict:
         results["grpo_swapped"] = score("grpo_swapped", grpo_ckpt, swapped, saa_data)
         results["saa"] = dict(results["sft"])
         lap("evaluate")
+        if not cfg.ablations:
+            return _finish(cfg, out, results, held_out, swapped, seconds, score, grpo_ckpt, load_start)
         no_pir_grpo = train_grpo(grpo_config(cfg, saa_data, out / "ablation_grpo_no_pir", sft_ckpt, pir=False))
         results["grpo_no_pir"] = score("grpo_no_pir", no_pir_grpo, held_out, saa_data)
         lap("ablation_grpo_no_pir")
@@ -140,12 +142,18 @@ def run_demo(cfg: DemoConfig) -> dict:
         results["uniform"] = score("uniform", uniform_ckpt, held_out, uniform_data)
         lap("ablation_uniform")
 
-    example = next(r for r in held_out if r.relevance == "relevant")
-    draw_plots(out, str(example.video_path), cfg)
+    draw_plots(out, str(next(r for r in held_out if r.relevance == "relevant").video_path), cfg)
     lap("plots")
+    return _finish(cfg, out, results, held_out, swapped, seconds, score, grpo_ckpt, load_start)
 
+
+def _finish(cfg, out, results, held_out, swapped, seconds, score, grpo_ckpt, load_start) -> dict:
+    """demo_metrics.json from the results so far (module docstring of tempo_fast.demo)."""
+    from tempo_fast.demo.report import ground_command
+
+    example = next(r for r in held_out if r.relevance == "relevant")
     counts = {kind: sum(r.relevance == kind for r in held_out) for kind in ("relevant", "irrelevant", "partial")}
-    report = {name: _plain(results[name]) for name in MODELS}
+    report = {name: _plain(results[name]) for name in MODELS if name in results}
     report["baselines"] = _plain(results["baselines"])
     report["setup"] = {
         "config": dataclasses.asdict(cfg), "eval_split": cfg.eval_split, "eval_counts": counts,
