@@ -188,7 +188,7 @@ def test_demo_data_settings_reach_the_synthetic_set(tmp_path):
 
 def _comparable(report: dict, out) -> str:
     """The report without its times and machine, paths written relative to the output folder."""
-    report = {k: v for k, v in report.items() if k not in ("seconds", "evaluation_seconds", "machine")}
+    report = {k: v for k, v in report.items() if k not in ("seconds", "cpu_seconds", "evaluation_seconds", "machine")}
     return json.dumps(report, sort_keys=True).replace(str(out), "OUT")
 
 
@@ -210,7 +210,7 @@ def test_markdown_table_from_the_json(quick_demo, capsys):
     assert main(["demo", "--markdown", path, path]) == 0
     text = capsys.readouterr().out
     assert "| PIR-GRPO (SFT + GRPO, with PIR) |" in text and "refusal AUC" in text
-    assert "Stage times (s):" in text and "Spread over 2 runs" in text
+    assert "Stage times, wall (CPU) seconds:" in text and "Spread over 2 runs" in text
     assert not (out / "markdown").exists()
 
 

@@ -71,6 +71,13 @@ def machine_info() -> dict:
             "python": platform.python_version()}
 
 
+def _cpu() -> float:
+    """CPU seconds of this process and its finished children (the renderers, ffmpeg): on a busy
+    machine the wall time grows with the load, this much less."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 def _load() -> list:
     try:
         return [round(x, 2) for x in os.getloadavg()]
@@ -96,14 +103,14 @@ def run_demo(cfg: DemoConfig) -> dict:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     load_start = _load()
-    seconds, start = {}, time.perf_counter()
+    seconds, cpu_seconds, start, cpu_start = {}, {}, time.perf_counter(), _cpu()
 
     def lap(stage: str) -> None:
-        nonlocal start
-        now = time.perf_counter()
-        seconds[stage] = round(now - start, 2)
-        start = now
-        print(f"[demo] {stage}: {seconds[stage]:.1f} s", flush=True)
+        nonlocal start, cpu_start
+        now, cpu = time.perf_counter(), _cpu()
+        seconds[stage], cpu_seconds[stage] = round(now - start, 2), round(cpu - cpu_start, 2)
+        start, cpu_start = now, cpu
+        print(f"[demo] {stage}: {seconds[stage]:.1f} s ({cpu_seconds[stage]:.1f} s CPU)", flush=True)
 
     saa_data = data_config(cfg)
     _, records, facts = prepare_synthetic(saa_data, progress=cfg.progress)
@@ -127,7 +134,7 @@ def run_demo(cfg: DemoConfig) -> dict:
         results["saa"] = dict(results["sft"])
         lap("evaluate")
         if not cfg.ablations:
-            return _finish(cfg, out, results, held_out, swapped, seconds, score, grpo_ckpt, load_start)
+            return _finish(cfg, out, results, held_out, swapped, (seconds, cpu_seconds), score, grpo_ckpt, load_start)
         no_pir_grpo = train_grpo(grpo_config(cfg, saa_data, out / "ablation_grpo_no_pir", sft_ckpt, pir=False))
         results["grpo_no_pir"] = score("grpo_no_pir", no_pir_grpo, held_out, saa_data)
         lap("ablation_grpo_no_pir")
@@ -144,10 +151,10 @@ def run_demo(cfg: DemoConfig) -> dict:
 
     draw_plots(out, str(next(r for r in held_out if r.relevance == "relevant").video_path), cfg)
     lap("plots")
-    return _finish(cfg, out, results, held_out, swapped, seconds, score, grpo_ckpt, load_start)
+    return _finish(cfg, out, results, held_out, swapped, (seconds, cpu_seconds), score, grpo_ckpt, load_start)
 
 
-def _finish(cfg, out, results, held_out, swapped, seconds, score, grpo_ckpt, load_start) -> dict:
+def _finish(cfg, out, results, held_out, swapped, times, score, grpo_ckpt, load_start) -> dict:
     """demo_metrics.json from the results so far (module docstring of tempo_fast.demo)."""
     from tempo_fast.demo.report import ground_command
 
@@ -164,7 +171,9 @@ def _finish(cfg, out, results, held_out, swapped, seconds, score, grpo_ckpt, loa
         "intervals": f"95% percentile bootstrap over records within each relevance kind, {cfg.bootstrap} "
                      f"resamples, seed {cfg.seed}"}
     report["machine"] = {**machine_info(), "load_start": load_start, "load_end": _load()}
+    seconds, cpu_seconds = times
     report["seconds"] = {**seconds, "total": round(sum(seconds.values()), 2)}
+    report["cpu_seconds"] = {**cpu_seconds, "total": round(sum(cpu_seconds.values()), 2)}
     report["evaluation_seconds"] = score.seconds
     report["checkpoint"] = str(grpo_ckpt)
     report["ground_command"] = ground_command(str(example.video_path), example.query, grpo_ckpt, cfg)

@@ -3,6 +3,7 @@ demo_metrics.json, the second and later giving the spread over runs), the traini
 SAA picture and the `tempo-fast ground` command of the trained checkpoint."""
 from __future__ import annotations
 
+import math
 import shlex
 from pathlib import Path
 
@@ -59,9 +60,10 @@ def format_markdown(reports: list) -> str:
              "|---|" + "---|" * len(COLUMNS)]
     for label, m in _rows(first):
         lines.append(f"| {label} | " + " | ".join(_cell(m, k) for k, _ in COLUMNS) + " |")
-    seconds = first["seconds"]
-    lines += ["", "Stage times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items() if k != "total")
-              + f"; **total {seconds['total']:.0f} s**.",
+    seconds, cpu = first["seconds"], first.get("cpu_seconds", {})
+    lines += ["", "Stage times, wall (CPU) seconds: "
+              + ", ".join(f"{k} {v:.0f} ({cpu.get(k, math.nan):.0f})" for k, v in seconds.items() if k != "total")
+              + f"; **total {seconds['total']:.0f} s** ({cpu.get('total', math.nan):.0f} s CPU).",
               f"Machine: {machine.get('cpu', '?')}, {machine.get('cores', '?')} cores, torch "
               f"{machine.get('torch', '?')} on {machine.get('threads', '?')} thread(s); load average "
               f"{machine.get('load_start')} at the start, {machine.get('load_end')} at the end (1/5/15 min)."]

@@ -199,7 +199,8 @@ def evaluate_grounding(vl, records: Sequence, *, data_cfg, max_new_tokens: int =
         1)` when it has one (default: a greedy `RolloutEngine` of `batch_size` prompts per prefill).
     prompts: the records' prompts (a list, or a function record -> prompt); default
         `record_prompts(vl, records, data_cfg)`. A prompt needs a `duration` for the parser.
-    refusal_auc: read P(none) per record and score it (None: when `vl` has a model).
+    refusal_auc: read P(none) per record and score it (None: when `vl` has a model and the records
+        hold relevant and negative ones), `2 * batch_size` prompts per forward.
     bootstrap: resamples for the 95% intervals in `ci` (0: none), seeded by `seed`.
     Returns the metrics of the module docstring plus `answers` (the texts), `p_none` (or None) and
     `seconds`.
@@ -225,8 +226,8 @@ def evaluate_grounding(vl, records: Sequence, *, data_cfg, max_new_tokens: int =
     if len(prompts) != len(records):
         raise ValueError(f"evaluate_grounding: {len(records)} records but {len(prompts)} prompts")
     model = getattr(vl, "model", None)
-    if refusal_auc is None:
-        refusal_auc = model is not None
+    if refusal_auc is None:  # (an AUC needs both kinds)
+        refusal_auc = model is not None and len({r.relevance == "relevant" for r in records}) == 2
     was_training = bool(getattr(model, "training", False))
     if model is not None:
         model.eval()
@@ -239,7 +240,7 @@ def evaluate_grounding(vl, records: Sequence, *, data_cfg, max_new_tokens: int =
     finally:
         if was_training:
             model.train()
-    p_none = refusal_probabilities(vl, prompts, batch_size=batch_size) if refusal_auc else None
+    p_none = refusal_probabilities(vl, prompts, batch_size=2 * batch_size) if refusal_auc else None
     answers = [parse_answer(text, prompt.duration) for text, prompt in zip(texts, prompts)]
     out = score_answers(records, answers, p_none)
     out["well_formed"] = _pct(sum(a.well_formed for a in answers), len(answers))
