@@ -339,3 +339,23 @@ def test_video_inputs_errors():
         video_inputs((data, [0.0, 1.0]), backend="numba")
     with pytest.raises(TypeError, match="dtype"):
         video_inputs((data, [0.0, 1.0]), dtype=torch.int32)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("quantize", [True, False])
+def test_native_cuda_matches_torch_float_path(quantize):
+    """The CUDA kernel against the torch twin on CUDA (the processor's float path there)."""
+    from tempo_fast import _native
+    if not _native.has_kernel("preprocess_video", "cuda"):
+        pytest.skip(f"native preprocess_video has no CUDA kernel here: {_native.reason() or 'CPU-only build'}")
+    for t, h, w, size, layout in NATIVE_SHAPES + [(16, 720, 1280, (560, 1008), "tchw")]:
+        data = _frames(t, h, w, seed=t + h).cuda()
+        given = data.permute(0, 2, 3, 1).contiguous() if layout == "thwc" else data
+        kw = dict(size=size, quantize=quantize)
+        ref = video_inputs((data, torch.arange(t) * 0.5), backend="torch", **kw)["pixel_values_videos"]
+        got = video_inputs((given, torch.arange(t) * 0.5), backend="native", channels_last=layout == "thwc",
+                           **kw)["pixel_values_videos"]
+        one_level = 1 / (255 * min(OPENAI_CLIP_STD))
+        # float32 sums in another order may move a value sitting on .5 by one level after rounding
+        torch.testing.assert_close(got, ref, rtol=1e-5, atol=one_level + 1e-5 if quantize else 1e-4)
+        assert (got != ref).float().mean().item() < 1e-3

@@ -14,7 +14,7 @@
 // one atomicAdd per block into the pair's int64 (integer addition: order-independent, so the
 // result is deterministic and equal to the CPU's).
 #include <ATen/core/Tensor.h>
-#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAStream.h>
 #include <ATen/ops/zeros.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -77,11 +77,10 @@ __global__ void __launch_bounds__(kThreads) sad_vectorized(const uint8_t* __rest
 }
 
 __global__ void __launch_bounds__(kThreads) sad_strided(const uint8_t* __restrict__ base, int64_t stride_t,
-                                                        tempo_fast::FrameLayout f, int64_t tiles,
+                                                        tempo_fast::FrameLayout f, int64_t n, int64_t tiles,
                                                         unsigned long long* out) {
   const int64_t pair = blockIdx.x / tiles, tile = blockIdx.x % tiles;
   const uint8_t* cur = base + (pair + 1) * stride_t;
-  const int64_t n = f.elements();
   unsigned long long acc = 0;
 #pragma unroll 4
   for (int k = 0; k < kElements; ++k) {
@@ -108,7 +107,7 @@ at::Tensor saa_abs_diff_sums_cuda(const at::Tensor& frames, int64_t isa) {
   const uint8_t* base = frames.data_ptr<uint8_t>();
   const int64_t stride_t = frames.stride(0), n = f.elements();
   auto* sums = reinterpret_cast<unsigned long long*>(out.data_ptr<int64_t>());
-  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   TORCH_CHECK(pairs * ((n + kElementTile - 1) / kElementTile) < (int64_t{1} << 31), kOp, ": ", pairs,
               " frame pairs of ", n, " elements are more blocks than one launch takes");
   const bool aligned = reinterpret_cast<uintptr_t>(base) % 16 == 0 && stride_t % 16 == 0;
@@ -117,7 +116,7 @@ at::Tensor saa_abs_diff_sums_cuda(const at::Tensor& frames, int64_t isa) {
     sad_vectorized<<<dim3(static_cast<unsigned>(pairs * tiles)), kThreads, 0, stream>>>(base, stride_t, n, tiles, sums);
   } else {
     const int64_t tiles = (n + kElementTile - 1) / kElementTile;
-    sad_strided<<<dim3(static_cast<unsigned>(pairs * tiles)), kThreads, 0, stream>>>(base, stride_t, f, tiles, sums);
+    sad_strided<<<dim3(static_cast<unsigned>(pairs * tiles)), kThreads, 0, stream>>>(base, stride_t, f, n, tiles, sums);
   }
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return f.repeat == 1 ? out : out.mul_(f.repeat);
