@@ -104,3 +104,44 @@ def test_bench_command_takes_the_suite():
     assert args.suite == ["gpu", "--device", "cpu", "--dry-run", "--out", "x"]
     with pytest.raises(SystemExit, match="--suite takes 'gpu'"):
         bench.run(parser.parse_args(["--suite", "cpu"]))
+
+
+def _context(tmp_path, budget=60.0):
+    import time
+
+    ctx = gpu_suite.Context(device="cpu", dry_run=False, out=tmp_path / "out", work=tmp_path / "work",
+                            log_path=tmp_path / "out" / "suite.log", deadline=time.monotonic() + 600, budget=budget)
+    ctx.out.mkdir()
+    ctx.results.mkdir(parents=True)
+    return ctx
+
+
+def test_bench_runner_redirects_rows_and_reads_headlines(tmp_path):
+    script = tmp_path / "bench_fake.py"
+    script.write_text(
+        "import sys\nfrom benchmarks.common import append_rows\n"
+        "rows = [dict(what='op', provider=p, mode='fwd', shape='N=1', dtype='bf16', metric='time', median=m, unit='ms')\n"
+        "        for p, m in (('torch', 3.0), ('ours', 1.5))]\n"
+        "append_rows('fake.csv', rows + [dict(rows[0], metric='rate', median=7.0, unit='TFLOP/s')])\n"
+        "sys.exit(int(sys.argv[1]))\n")
+    ctx = _context(tmp_path)
+    entry = [sys.executable, "-c", "import sys; from benchmarks.gpu_suite import bench_entry; sys.exit(bench_entry())",
+             str(script), str(ctx.results)]
+    ctx.run(entry + ["0"])
+    assert gpu_stages.headline_figures(ctx, "time") == {"op fwd": "ours 1.5"}
+    assert gpu_stages.headline_figures(ctx, "rate") == {"op fwd": "torch 7"}
+    gpu_suite.collect_rows(ctx)
+    assert [r["file"] for r in ctx.rows] == ["fake.csv"] * 3 and not list(ctx.results.iterdir())
+    assert not (ROOT / "benchmarks" / "results" / "fake.csv").exists()
+    with pytest.raises(RuntimeError, match="exit 3"):
+        ctx.run(entry + ["3"])
+
+
+def test_stage_over_budget_is_killed(tmp_path):
+    import time
+
+    ctx = _context(tmp_path, budget=2.0)
+    start = time.monotonic()
+    with pytest.raises(TimeoutError):
+        ctx.run([sys.executable, "-c", "import time; time.sleep(30)"])
+    assert time.monotonic() - start < 10
