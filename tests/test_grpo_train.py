@@ -19,9 +19,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from tempo_fast.data.loaders import GroundingRecord  # noqa: E402
 from tempo_fast.rollout import RolloutEngine, SamplingConfig  # noqa: E402
-from tempo_fast.train import grpo as grpo_module  # noqa: E402
-from tempo_fast.train.config import DataConfig, GRPOConfig, OptimConfig, RunConfig  # noqa: E402
+from tempo_fast.rewards import RewardConfig  # noqa: E402
+from tempo_fast.train import grpo_rollouts  # noqa: E402
+from tempo_fast.train.config import DataConfig, GRPOConfig, ModelConfig, OptimConfig, RunConfig  # noqa: E402
 from tempo_fast.train.grpo import completion_hidden, group_rewards, grpo_step  # noqa: E402
+from tiny_vl import tiny_name  # noqa: E402
 
 G = 4
 NEW = 8
@@ -30,7 +32,7 @@ NEW = 8
 @pytest.fixture(scope="module")
 def base_vl():
     from tempo_fast.model import load_model
-    vl = load_model("tiny")
+    vl = load_model(tiny_name())
     # A sharper head than the random preset's nearly flat logits: sampled completions differ in
     # length and content, and log-prob errors are not hidden by a uniform distribution.
     with torch.no_grad():
@@ -81,18 +83,23 @@ def _engine(vl, cfg):
 
 
 def _plain_logps(model, prompt, ids: torch.Tensor, temperature: float) -> torch.Tensor:
-    """log_softmax(logits / T) of `ids` [G, T] after `prompt`, one full forward per sequence."""
+    """log_softmax(logits / T) of `ids` [G, T] after `prompt`, one full forward per sequence.
+
+    The prompt's video features are scattered into its own <|video_pad|> slots by hand (inputs
+    embeddings), so a completion that happens to sample a <|video_pad|> id stays a text token."""
     length, width = prompt.input_ids.shape[1], ids.shape[1]
+    base = model.model
+    features = base.get_video_features(prompt.pixel_values_videos, prompt.video_grid_thw).pooler_output
+    features = torch.cat(list(features)) if isinstance(features, (list, tuple)) else features
+    slots = (prompt.input_ids[0] == model.config.video_token_id).nonzero()[:, 0]
     rows = []
     for row in ids:
         full = torch.cat([prompt.input_ids[0], row])[None]
+        embeds = base.get_input_embeddings()(full).clone()
+        embeds[0, slots] = features.to(embeds.dtype)
         tail = (prompt.next_position + torch.arange(width)).view(1, 1, -1).expand(3, 1, -1)
-        kwargs = dict(input_ids=full, attention_mask=torch.ones_like(full),
-                      position_ids=torch.cat([prompt.position_ids, tail], -1),
-                      pixel_values_videos=prompt.pixel_values_videos, video_grid_thw=prompt.video_grid_thw)
-        if prompt.second_per_grid_ts is not None:
-            kwargs["second_per_grid_ts"] = prompt.second_per_grid_ts
-        logits = model(**kwargs).logits[0, length - 1:length - 1 + width]
+        logits = model(inputs_embeds=embeds, attention_mask=torch.ones_like(full),
+                       position_ids=torch.cat([prompt.position_ids, tail], -1)).logits[0, length - 1:length - 1 + width]
         rows.append(torch.log_softmax(logits.double() / temperature, -1).gather(-1, row[:, None])[:, 0])
     return torch.stack(rows)
 
@@ -149,12 +156,12 @@ def _reference(model, groups, cfg, *, ref=None, micro=None):
 def test_group_rewards_are_pir_rewards(samples):
     texts = ["<answer>1.0 to 2.0</answer>", "<answer>none</answer>", "1 to 3 maybe", "<answer>0.0 to 6.0</answer>"]
     relevant, irrelevant, partial = samples
-    rewards, stats = group_rewards(texts, relevant, grpo_module.RewardConfig(format_weight=0.1))
+    rewards, stats = group_rewards(texts, relevant, RewardConfig(format_weight=0.1))
     # IoU with (1, 3): [1, 2] -> 1/2; refusal -> 0; unformatted but readable [1, 3] -> 1; [0, 6] -> 2/6
     torch.testing.assert_close(rewards, torch.tensor([0.6, 0.1, 1.0, 2 / 6 + 0.1]))
     torch.testing.assert_close(stats["iou"], torch.tensor([0.5, 0.0, 1.0, 2 / 6]))
     for sample in (irrelevant, partial):
-        rewards, stats = group_rewards(texts, sample, grpo_module.RewardConfig(format_weight=0.1))
+        rewards, stats = group_rewards(texts, sample, RewardConfig(format_weight=0.1))
         torch.testing.assert_close(rewards, torch.tensor([0.1, 1.1, 0.0, 0.1]))
         torch.testing.assert_close(stats["refused"], torch.tensor([0.0, 1.0, 0.0, 0.0]))
 
@@ -175,7 +182,7 @@ def test_activation_checkpointing_step_equals_shared_prefill_step(base_vl, sampl
     for checkpointing in (False, True):
         vl = _fresh(base_vl)
         prepare_model(vl, ModelConfig(freeze_vision=False, activation_checkpointing=checkpointing))
-        assert grpo_module._shares_prefill(vl.model) is not checkpointing
+        assert grpo_rollouts._shares_prefill(vl.model) is not checkpointing
         before = [p.detach().clone() for p in vl.model.parameters()]
         grpo_step(vl, samples[:1], cfg, engine=_engine(vl, cfg), optimizer=torch.optim.SGD(vl.model.parameters(), lr=1.0),
                   generator=torch.Generator().manual_seed(6), reward_fn=_text_reward)
@@ -231,7 +238,7 @@ def test_step_with_pir_rewards_and_adamw_changes_parameters(base_vl, samples):
     optimizer = torch.optim.AdamW(vl.model.parameters(), lr=1e-2)
     # the PIR reward of the random model is 0 everywhere; add a text-dependent term so advantages are not 0
     def reward(texts, sample):
-        pir, stats = group_rewards(texts, sample, grpo_module.RewardConfig())
+        pir, stats = group_rewards(texts, sample, RewardConfig())
         return pir + _text_reward(texts, sample)[0], stats
     metrics, groups = grpo_step(vl, samples, cfg, engine=_engine(vl, cfg), optimizer=optimizer,
                                 generator=torch.Generator().manual_seed(3), reward_fn=reward)
@@ -246,13 +253,13 @@ def test_step_with_pir_rewards_and_adamw_changes_parameters(base_vl, samples):
 
 def _spy(monkeypatch):
     calls = []
-    real = grpo_module.fused_grpo_loss
+    real = grpo_rollouts.fused_grpo_loss
 
     def spy(hidden, weight, ids, old_logps, *args, **kwargs):
         calls.append({"old": old_logps, "ref": kwargs.get("ref_logps")})
         return real(hidden, weight, ids, old_logps, *args, **kwargs)
 
-    monkeypatch.setattr(grpo_module, "fused_grpo_loss", spy)
+    monkeypatch.setattr(grpo_rollouts, "fused_grpo_loss", spy)
     return calls
 
 
@@ -317,7 +324,7 @@ def _train_cfg(data_root, out_dir, **kw) -> GRPOConfig:
     run = dict(out_dir=str(out_dir), steps=4, batch_size=2, log_every=1, save_every=0, progress=False)
     run.update(kw.pop("run", {}))
     return GRPOConfig(data=DataConfig(root=data_root, num_videos=6, num_frames=4, max_samples=6),
-                      run=RunConfig(**run), num_generations=2, max_new_tokens=6,
+                      run=RunConfig(**run), num_generations=2, max_new_tokens=6, model=ModelConfig(name=tiny_name()),
                       optim=OptimConfig(lr=1e-2, warmup_steps=1), **kw)
 
 
