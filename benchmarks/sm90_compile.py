@@ -216,8 +216,12 @@ def compile_report(launch: Launch) -> dict:
     from triton.compiler import ASTSource
     from triton.runtime.cache import get_cache_manager
 
+    from triton.runtime.jit import JITFunction
+
     module, name = launch.kernel.split(":")
     fn = getattr(importlib.import_module(module), name)
+    while not isinstance(fn, JITFunction):  # an @autotune / @heuristics wrapper
+        fn = fn.fn
     start = time.perf_counter()
     report = {"kernel": launch.kernel, "key": launch.key}
     log = io.StringIO()
@@ -351,9 +355,8 @@ def main(argv=None) -> int:
 
     from benchmarks import sm90_cases
     start = time.perf_counter()
-    launches = sm90_cases.record_all(args.only)
+    launches, found = sm90_cases.record_all(args.only)
     reports = compile_all(launches, args.workers)
-    found = []
     for launch in launches:
         found += [p for p in problems(launch, reports[launch.key]) if p not in found]
     print(table(launches, reports))
