@@ -134,7 +134,10 @@ def test_demo_quick_writes_metrics_and_pictures(quick_demo):
     assert report["sft"]["refusal_auc"] is not None and 0 <= report["sft"]["refusal_auc"] <= 100
     counts = report["setup"]["eval_counts"]
     assert counts["irrelevant"] > 0 and counts["partial"] > 0
-    assert set(report["seconds"]) >= {"data", "sft", "grpo", "evaluate", "ablation_no_pir", "plots", "total"}
+    assert set(report["seconds"]) == {"data", "train_and_evaluate", "plots", "total"}
+    lanes = report["lane_seconds"]
+    assert set(lanes["main"]["seconds"]) == {"sft", "grpo", "evaluate", "ablation_grpo_no_pir"}
+    assert set(lanes["ablations"]["cpu_seconds"]) == {"ablation_no_pir", "ablation_uniform"}
     rows = [json.loads(line) for line in (out / "answers" / "grpo.jsonl").read_text().splitlines()]
     assert len(rows) == sum(counts.values()) and all(0 <= r["p_none"] <= 1 for r in rows)
     assert set(report["baselines"]) == {"whole", "random", "refuse"}
@@ -188,15 +191,17 @@ def test_demo_data_settings_reach_the_synthetic_set(tmp_path):
 
 def _comparable(report: dict, out) -> str:
     """The report without its times and machine, paths written relative to the output folder."""
-    report = {k: v for k, v in report.items() if k not in ("seconds", "cpu_seconds", "evaluation_seconds", "machine")}
+    times = ("seconds", "cpu_seconds", "lane_seconds", "evaluation_seconds", "machine")
+    report = {k: v for k, v in report.items() if k not in times}
+    report["setup"]["config"].pop("workers")  # one process or two: the same numbers
     return json.dumps(report, sort_keys=True).replace(str(out), "OUT")
 
 
 def test_demo_quick_gives_the_same_numbers_twice(quick_demo, tmp_path):
     from tempo_fast.cli import main
 
-    _, out = quick_demo
-    assert main(["demo", "--quick", "--out", str(tmp_path), "--no-progress"]) == 0
+    _, out = quick_demo  # (two worker processes, the default)
+    assert main(["demo", "--quick", "--out", str(tmp_path), "--no-progress", "--workers", "1"]) == 0
     first = json.loads((out / "demo_metrics.json").read_text())
     second = json.loads((tmp_path / "demo_metrics.json").read_text())
     assert _comparable(second, tmp_path) == _comparable(first, out)

@@ -45,6 +45,7 @@ class DemoConfig:
     ablations: bool = True                 # run the ablations (False: SFT, GRPO and their scores only, for tuning)
     eval_batch_size: int = 16              # prompts per prefill in evaluation
     bootstrap: int = 1000                  # bootstrap resamples for the 95% intervals (0: none)
+    workers: int = 2                       # processes for the two lanes of runs (1: one after the other here; same numbers)
     threads: int = 1                       # torch CPU threads (0: torch's default; tiny ops gain nothing from more)
     progress: bool = True                  # progress bars
 

@@ -85,80 +85,137 @@ def _load() -> list:
         return []
 
 
+class Clock:
+    """Wall and CPU seconds per stage, printed as each ends."""
+
+    def __init__(self, prefix: str = "demo"):
+        self.prefix, self.seconds, self.cpu_seconds = prefix, {}, {}
+        self._wall, self._cpu = time.perf_counter(), _cpu()
+
+    def lap(self, stage: str) -> None:
+        wall, cpu = time.perf_counter(), _cpu()
+        self.seconds[stage], self.cpu_seconds[stage] = round(wall - self._wall, 2), round(cpu - self._cpu, 2)
+        self._wall, self._cpu = wall, cpu
+        print(f"[{self.prefix}] {stage}: {self.seconds[stage]:.1f} s ({self.cpu_seconds[stage]:.1f} s CPU)", flush=True)
+
+
+def lane_main(cfg: DemoConfig, held_out: list, swapped: list, clock: Clock, score: Scorer) -> dict:
+    """SFT with PIR -> PIR-GRPO, their scores (and on swapped videos), GRPO without PIR from the same SFT."""
+    from tempo_fast.train.grpo import train_grpo
+    from tempo_fast.train.prompts import shared_prompt_cache
+    from tempo_fast.train.sft import train_sft
+
+    out, saa_data, results = Path(cfg.out), data_config(cfg), {}
+    with shared_prompt_cache():  # every run and evaluation here builds each prompt once
+        sft_ckpt = train_sft(sft_config(cfg, saa_data, out / "sft"))
+        clock.lap("sft")
+        grpo_ckpt = train_grpo(grpo_config(cfg, saa_data, out / "grpo", sft_ckpt))
+        clock.lap("grpo")
+        results["sft"] = score("sft", sft_ckpt, held_out, saa_data)
+        results["grpo"] = score("grpo", grpo_ckpt, held_out, saa_data)
+        results["sft_swapped"] = score("sft_swapped", sft_ckpt, swapped, saa_data)
+        results["grpo_swapped"] = score("grpo_swapped", grpo_ckpt, swapped, saa_data)
+        results["saa"] = dict(results["sft"])
+        clock.lap("evaluate")
+        if cfg.ablations:
+            no_pir_grpo = train_grpo(grpo_config(cfg, saa_data, out / "ablation_grpo_no_pir", sft_ckpt, pir=False))
+            results["grpo_no_pir"] = score("grpo_no_pir", no_pir_grpo, held_out, saa_data)
+            clock.lap("ablation_grpo_no_pir")
+    return {"results": results, "checkpoint": str(grpo_ckpt)}
+
+
+def lane_ablations(cfg: DemoConfig, held_out: list, swapped: list, clock: Clock, score: Scorer) -> dict:
+    """The pipeline without any PIR sample (SFT and GRPO), and the SFT recipe on uniform frames."""
+    from tempo_fast.train.grpo import train_grpo
+    from tempo_fast.train.prompts import shared_prompt_cache
+    from tempo_fast.train.sft import train_sft
+
+    out, results = Path(cfg.out), {}
+    with shared_prompt_cache():
+        plain_data = data_config(cfg, pir=False)
+        plain_sft = train_sft(sft_config(cfg, plain_data, out / "ablation_no_pir_sft"))
+        plain_grpo = train_grpo(grpo_config(cfg, plain_data, out / "ablation_no_pir_grpo", plain_sft, pir=False))
+        results["no_pir"] = score("no_pir", plain_grpo, held_out, data_config(cfg))
+        clock.lap("ablation_no_pir")
+    with shared_prompt_cache():
+        uniform_data = data_config(cfg, sampling="uniform")
+        uniform_ckpt = train_sft(sft_config(cfg, uniform_data, out / "ablation_uniform_sft"))
+        results["uniform"] = score("uniform", uniform_ckpt, held_out, uniform_data)
+        clock.lap("ablation_uniform")
+    return {"results": results}
+
+
+LANES = {"main": lane_main, "ablations": lane_ablations}
+
+
+def run_lane(name: str, cfg: DemoConfig, held_out: list, swapped: list) -> dict:
+    """One lane of independent runs (in this process or a worker): its results, stage times and
+    the evaluations' seconds."""
+    import torch
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    clock, score = Clock(f"demo:{name}"), Scorer(cfg, Path(cfg.out))
+    done = LANES[name](cfg, held_out, swapped, clock, score)
+    return {**done, "seconds": clock.seconds, "cpu_seconds": clock.cpu_seconds, "evaluation_seconds": score.seconds}
+
+
 def run_demo(cfg: DemoConfig) -> dict:
-    """Run every stage of the package docstring; returns what demo_metrics.json holds."""
+    """Run every stage of the package docstring; returns what demo_metrics.json holds.
+
+    After the data, the runs go in two lanes that share nothing but the data on disk ("main": SFT,
+    GRPO, GRPO without PIR; "ablations": the no-PIR pipeline, uniform frames), in `workers`
+    processes (fork on Linux) or one after the other in this process (workers=1): every number
+    is the same either way, only the wall time differs."""
+    import concurrent.futures as cf
+    import multiprocessing
+    import sys
+
     import torch
 
     from tempo_fast.data.synthetic import require_ffmpeg
     from tempo_fast.demo.report import draw_plots
     from tempo_fast.train.data import prepare_synthetic
     from tempo_fast.train.evaluate import baselines, swap_videos
-    from tempo_fast.train.grpo import train_grpo
-    from tempo_fast.train.prompts import shared_prompt_cache
-    from tempo_fast.train.sft import train_sft
 
     require_ffmpeg()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    load_start = _load()
-    seconds, cpu_seconds, start, cpu_start = {}, {}, time.perf_counter(), _cpu()
-
-    def lap(stage: str) -> None:
-        nonlocal start, cpu_start
-        now, cpu = time.perf_counter(), _cpu()
-        seconds[stage], cpu_seconds[stage] = round(now - start, 2), round(cpu - cpu_start, 2)
-        start, cpu_start = now, cpu
-        print(f"[demo] {stage}: {seconds[stage]:.1f} s ({cpu_seconds[stage]:.1f} s CPU)", flush=True)
-
-    saa_data = data_config(cfg)
-    _, records, facts = prepare_synthetic(saa_data, progress=cfg.progress)
+    load_start, clock = _load(), Clock()
+    _, records, facts = prepare_synthetic(data_config(cfg), progress=cfg.progress)
     if not records[cfg.eval_split]:
         raise ValueError(f"demo: the {cfg.eval_split!r} split is empty; raise num_videos (got {cfg.num_videos})")
     held_out = eval_records(records[cfg.eval_split], cfg, facts)
     swapped = swap_videos(held_out, seed=cfg.seed)  # empty when the split holds one video
-    score = Scorer(cfg, out)
     results = {"baselines": baselines(held_out, seed=cfg.seed, bootstrap=cfg.bootstrap)}
-    lap("data")
+    clock.lap("data")
 
-    with shared_prompt_cache():  # every SAA run and evaluation below builds each prompt once
-        sft_ckpt = train_sft(sft_config(cfg, saa_data, out / "sft"))
-        lap("sft")
-        grpo_ckpt = train_grpo(grpo_config(cfg, saa_data, out / "grpo", sft_ckpt))
-        lap("grpo")
-        results["sft"] = score("sft", sft_ckpt, held_out, saa_data)
-        results["grpo"] = score("grpo", grpo_ckpt, held_out, saa_data)
-        results["sft_swapped"] = score("sft_swapped", sft_ckpt, swapped, saa_data)
-        results["grpo_swapped"] = score("grpo_swapped", grpo_ckpt, swapped, saa_data)
-        results["saa"] = dict(results["sft"])
-        lap("evaluate")
-        if not cfg.ablations:
-            return _finish(cfg, out, results, held_out, swapped, (seconds, cpu_seconds), score, grpo_ckpt, load_start)
-        no_pir_grpo = train_grpo(grpo_config(cfg, saa_data, out / "ablation_grpo_no_pir", sft_ckpt, pir=False))
-        results["grpo_no_pir"] = score("grpo_no_pir", no_pir_grpo, held_out, saa_data)
-        lap("ablation_grpo_no_pir")
-        plain_data = data_config(cfg, pir=False)
-        plain_sft = train_sft(sft_config(cfg, plain_data, out / "ablation_no_pir_sft"))
-        plain_grpo = train_grpo(grpo_config(cfg, plain_data, out / "ablation_no_pir_grpo", plain_sft, pir=False))
-        results["no_pir"] = score("no_pir", plain_grpo, held_out, saa_data)
-        lap("ablation_no_pir")
-    with shared_prompt_cache():  # the uniform frames' prompts, dropped after
-        uniform_data = data_config(cfg, sampling="uniform")
-        uniform_ckpt = train_sft(sft_config(cfg, uniform_data, out / "ablation_uniform_sft"))
-        results["uniform"] = score("uniform", uniform_ckpt, held_out, uniform_data)
-        lap("ablation_uniform")
-
-    draw_plots(out, str(next(r for r in held_out if r.relevance == "relevant").video_path), cfg)
-    lap("plots")
-    return _finish(cfg, out, results, held_out, swapped, (seconds, cpu_seconds), score, grpo_ckpt, load_start)
+    lanes = ["main"] + (["ablations"] if cfg.ablations else [])
+    if cfg.workers > 1 and len(lanes) > 1:
+        # fork before this process ran any torch op (no intra-op threads to inherit)
+        ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+        with cf.ProcessPoolExecutor(min(cfg.workers, len(lanes)), mp_context=ctx) as pool:
+            futures = {name: pool.submit(run_lane, name, cfg, held_out, swapped) for name in lanes}
+            done = {name: future.result() for name, future in futures.items()}
+    else:
+        done = {name: run_lane(name, cfg, held_out, swapped) for name in lanes}
+    clock.lap("train_and_evaluate")
+    for lane in done.values():
+        results.update(lane["results"])
+    if cfg.ablations:
+        draw_plots(out, str(next(r for r in held_out if r.relevance == "relevant").video_path), cfg)
+        clock.lap("plots")
+    return _finish(cfg, out, results, held_out, swapped, clock, done, load_start)
 
 
-def _finish(cfg, out, results, held_out, swapped, times, score, grpo_ckpt, load_start) -> dict:
-    """demo_metrics.json from the results so far (module docstring of tempo_fast.demo)."""
+def _finish(cfg, out, results, held_out, swapped, clock: Clock, lanes: dict, load_start) -> dict:
+    """demo_metrics.json from the results (module docstring of tempo_fast.demo)."""
     from tempo_fast.demo.report import ground_command
 
     example = next(r for r in held_out if r.relevance == "relevant")
+    checkpoint = lanes["main"]["checkpoint"]
     counts = {kind: sum(r.relevance == kind for r in held_out) for kind in ("relevant", "irrelevant", "partial")}
     report = {name: _plain(results[name]) for name in MODELS if name in results}
     report["baselines"] = _plain(results["baselines"])
@@ -171,11 +228,12 @@ def _finish(cfg, out, results, held_out, swapped, times, score, grpo_ckpt, load_
         "intervals": f"95% percentile bootstrap over records within each relevance kind, {cfg.bootstrap} "
                      f"resamples, seed {cfg.seed}"}
     report["machine"] = {**machine_info(), "load_start": load_start, "load_end": _load()}
-    seconds, cpu_seconds = times
-    report["seconds"] = {**seconds, "total": round(sum(seconds.values()), 2)}
-    report["cpu_seconds"] = {**cpu_seconds, "total": round(sum(cpu_seconds.values()), 2)}
-    report["evaluation_seconds"] = score.seconds
-    report["checkpoint"] = str(grpo_ckpt)
-    report["ground_command"] = ground_command(str(example.video_path), example.query, grpo_ckpt, cfg)
+    report["seconds"] = {**clock.seconds, "total": round(sum(clock.seconds.values()), 2)}
+    report["cpu_seconds"] = {**clock.cpu_seconds, "total": round(sum(clock.cpu_seconds.values()), 2)}
+    report["lane_seconds"] = {name: {"seconds": lane["seconds"], "cpu_seconds": lane["cpu_seconds"]}
+                              for name, lane in lanes.items()}
+    report["evaluation_seconds"] = {k: v for lane in lanes.values() for k, v in lane["evaluation_seconds"].items()}
+    report["checkpoint"] = checkpoint
+    report["ground_command"] = ground_command(str(example.video_path), example.query, checkpoint, cfg)
     (out / "demo_metrics.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     return report

@@ -63,10 +63,14 @@ def format_markdown(reports: list) -> str:
     seconds, cpu = first["seconds"], first.get("cpu_seconds", {})
     lines += ["", "Stage times, wall (CPU) seconds: "
               + ", ".join(f"{k} {v:.0f} ({cpu.get(k, math.nan):.0f})" for k, v in seconds.items() if k != "total")
-              + f"; **total {seconds['total']:.0f} s** ({cpu.get('total', math.nan):.0f} s CPU).",
-              f"Machine: {machine.get('cpu', '?')}, {machine.get('cores', '?')} cores, torch "
-              f"{machine.get('torch', '?')} on {machine.get('threads', '?')} thread(s); load average "
-              f"{machine.get('load_start')} at the start, {machine.get('load_end')} at the end (1/5/15 min)."]
+              + f"; **total {seconds['total']:.0f} s** ({cpu.get('total', math.nan):.0f} s CPU)."]
+    for name, lane in first.get("lane_seconds", {}).items():
+        lines.append(f"Lane {name}: " + ", ".join(f"{k} {v:.0f} ({lane['cpu_seconds'].get(k, math.nan):.0f})"
+                                                  for k, v in lane["seconds"].items()) + ".")
+    lines += [f"Machine: {machine.get('cpu', '?')}, {machine.get('cores', '?')} cores, torch "
+              f"{machine.get('torch', '?')} on {machine.get('threads', '?')} thread(s) per process, "
+              f"{setup['config'].get('workers', 1)} processes; load average {machine.get('load_start')} at the start, "
+              f"{machine.get('load_end')} at the end (1/5/15 min)."]
     if len(reports) > 1:
         seeds = ", ".join(str(r["setup"]["config"]["seed"]) for r in reports)
         lines += ["", f"Spread over {len(reports)} runs (seeds {seeds}): min - max of the point estimates.", "",
