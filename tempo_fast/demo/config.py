@@ -32,7 +32,7 @@ class DemoConfig:
     freeze_vision: bool = False            # keep the vision tower fixed
     irrelevant_fraction: float = 0.2       # share of training samples made irrelevant (SFT and GRPO)
     partial_fraction: float = 0.2          # share of training samples made partially irrelevant
-    eval_irrelevant_fraction: float = 0.5  # held-out negatives: this share of the relevant queries, once more as irrelevant
+    eval_irrelevant_fraction: float = 0.5  # held-out negatives: this share of the relevant queries again, irrelevant
     eval_partial_fraction: float = 0.5     # ... and this share as partially irrelevant (added, none replaced)
     sft_steps: int = 2000                  # SFT optimizer steps
     sft_lr: float = 3e-3                   # SFT peak learning rate
@@ -45,7 +45,7 @@ class DemoConfig:
     ablations: bool = True                 # run the ablations (False: SFT, GRPO and their scores only, for tuning)
     eval_batch_size: int = 16              # prompts per prefill in evaluation
     bootstrap: int = 1000                  # bootstrap resamples for the 95% intervals (0: none)
-    workers: int = 2                       # processes for the two lanes of runs (1: one after the other here; same numbers)
+    workers: int = 2                       # processes for the two lanes of runs (1: one after the other; same numbers)
     threads: int = 1                       # torch CPU threads (0: torch's default; tiny ops gain nothing from more)
     progress: bool = True                  # progress bars
 

@@ -38,7 +38,8 @@ from .render import INSTALL_FFMPEG, FFmpegNotFound, encode_h264, render_frames, 
 from .vocab import (ACTIONS, BACKGROUNDS, CLIP_SECONDS, COLOURS, EXTENT, MARGIN, MAX_OBJECTS, SHAPES, SIZES, SPLITS,
                     matches, parse_query, query_text, split_of, video_id)
 
-__all__ = ["ACTIONS", "BACKGROUNDS", "BATCH_BYTES", "BATCH_CLIPS", "CLIP_SECONDS", "COLOURS", "EXTENT", "FFmpegNotFound", "INSTALL_FFMPEG", "MARGIN",
-           "MAX_OBJECTS", "SHAPES", "SIZES", "SPLITS", "SynthConfig", "SynthResult", "annotation_rows",
-           "encode_h264", "generate_synthetic", "load_facts", "matches", "object_state", "parse_query",
-           "plan_video", "query_text", "render_frames", "require_ffmpeg", "split_of", "video_id"]
+__all__ = ["ACTIONS", "BACKGROUNDS", "BATCH_BYTES", "BATCH_CLIPS", "CLIP_SECONDS", "COLOURS", "EXTENT",
+           "FFmpegNotFound", "INSTALL_FFMPEG", "MARGIN", "MAX_OBJECTS", "SHAPES", "SIZES", "SPLITS",
+           "SynthConfig", "SynthResult", "annotation_rows", "encode_h264", "generate_synthetic", "load_facts",
+           "matches", "object_state", "parse_query", "plan_video", "query_text", "render_frames",
+           "require_ffmpeg", "split_of", "video_id"]

@@ -14,7 +14,8 @@ import numpy as np
 from .plan import object_state
 from .vocab import EXTENT, SHAPES
 
-INSTALL_FFMPEG = "install it with `apt-get install -y ffmpeg` (Debian/Ubuntu; conda: `conda install -c conda-forge ffmpeg`)"
+INSTALL_FFMPEG = ("install it with `apt-get install -y ffmpeg` (Debian/Ubuntu; conda: "
+                  "`conda install -c conda-forge ffmpeg`)")
 
 
 class FFmpegNotFound(RuntimeError):
