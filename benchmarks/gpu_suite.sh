@@ -17,11 +17,14 @@ OUT="${OUT:?set OUT to the folder for the results}"
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 TRITON_DEFAULT_FP_FUSION=1
 
-if ls wheels/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site wheels/*.whl \
-    && export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}" \
-    || echo "gpu_suite.sh: installing the carried wheels failed; the stages that need them record it"
-fi
+# One wheel at a time: a wheel that does not fit this Python (e.g. multiprocess's py312 build on
+# another version) is reported and the others still go in; the stages that need it record it.
+for wheel in wheels/*.whl; do
+  [ -e "$wheel" ] || break
+  python3 -m pip install -q --root-user-action=ignore --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$wheel" \
+    || echo "gpu_suite.sh: could not install $wheel"
+done
+[ -d /tmp/site ] && export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
 # DALI (nvidia-dali-cuda130, ~199 MB) is above one call's 64 MiB carry: the suite's decode stage
 # measures torchcodec (NVDEC) and PyAV; the DALI path stays untested (see README).
 
