@@ -145,7 +145,8 @@ class NativeBuild(build_ext):
             args += ["-G", "Ninja"] if not (build_dir / "CMakeCache.txt").exists() else []
         env = dict(os.environ)
         if nvcc:
-            args.append(f"-DCMAKE_CUDA_COMPILER={nvcc}")
+            # torch's cmake finds the toolkit from its root (FindCUDA), CMake from the compiler
+            args += [f"-DCMAKE_CUDA_COMPILER={nvcc}", f"-DCUDA_TOOLKIT_ROOT_DIR={Path(nvcc).resolve().parent.parent}"]
             env.setdefault("TORCH_CUDA_ARCH_LIST", "9.0a")
         jobs = os.environ.get("MAX_JOBS") or str(os.cpu_count() or 1)
         for cmd in (args, ["cmake", "--build", str(build_dir), "-j", jobs]):
@@ -153,8 +154,9 @@ class NativeBuild(build_ext):
             print(done.stdout, end="")
             print(done.stderr, end="", file=sys.stderr)
             if done.returncode != 0:
-                lines = [ln for ln in (done.stderr + done.stdout).splitlines() if "error" in ln.lower()]
-                raise RuntimeError(f"{' '.join(cmd[:2])} failed: " + (" | ".join(lines[:3]) or "see its output"))
+                text = [ln.strip() for ln in (done.stderr + done.stdout).splitlines() if ln.strip()]
+                lines = [ln for ln in text if "error" in ln.lower()][:3] or text[-2:]
+                raise RuntimeError(f"{' '.join(cmd[:2])} failed: " + (" | ".join(lines) or "no output"))
         if not out.exists():
             raise RuntimeError(f"cmake built no {out.name} in {out.parent}")
 

@@ -1,11 +1,13 @@
 """SAA cost: the `saa_scores` op in GB/s against the memory bandwidth, and the whole
 `saa_sample` against plain uniform sampling of the same number of frames.
 
-1. saa_scores on a probe-sized batch (T x 64 x 64 x 3) and a full-size one (frames of
-   --resolution): GB/s = bytes read (T*H*W*C) / time, for the torch reference, numba (CPU) and
-   Triton (CUDA only: the interpreter is no speed measure), next to the device's copy bandwidth
-   measured in the same run (common.memory_bandwidth_gbs, read + write bytes). Every provider's
-   result is checked bit-identical to the reference first.
+1. saa_scores on a probe-sized batch (T x 64 x 64 x 3), a model-input-sized one (256 x 224 x
+   224 x 3) and a full-size one (frames of --resolution): frames/s and GB/s = bytes read
+   (T*H*W*C) / time, for the torch reference, numba (CPU), native (the tempo_fast._C extension,
+   CPU and CUDA, where built) and Triton (CUDA only: the interpreter is no speed measure), next
+   to the device's copy bandwidth measured in the same run (common.memory_bandwidth_gbs, read +
+   write bytes; `fraction` rows = GB/s / that bandwidth), and native/numba, native/triton
+   ratios. Every provider's result is checked bit-identical to the reference first.
 2. On a generated still-then-busy clip (--seconds at --resolution, 30 fps, H.264):
    `saa_sample(path, N)` (probe decode at 4 fps and 64x64, scores, placement, decode of N frames)
    against uniform sampling (`decode(path, timestamps=uniform_times(duration, N))`, header
@@ -40,6 +42,7 @@ def parse(argv):
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--probe-frames", type=int, default=600, help="T of the probe-sized batch (150 s at 4 fps)")
+    p.add_argument("--input-frames", type=int, default=256, help="T of the 224x224 batch")
     p.add_argument("--full-frames", type=int, default=96,
                    help="T of the full-size batch (96 x 360p = 66 MB: larger than the CPU caches)")
     p.add_argument("--resolution", choices=sorted(RESOLUTIONS), default="360p")
@@ -49,11 +52,13 @@ def parse(argv):
     p.add_argument("--clip-dir", default=str(Path(tempfile.gettempdir()) / "tempo_fast_bench"),
                    help="where generated clips are kept (reused when present)")
     p.add_argument("--skip-sample", action="store_true", help="only the saa_scores part")
+    p.add_argument("--reps", type=int, default=7, help="timed repetitions per provider (CPU)")
     p.add_argument("--no-csv", action="store_true", help="print only, append no rows")
     return p.parse_args(argv)
 
 
-def bench_scores(device: torch.device, shapes) -> list[dict]:
+def bench_scores(device: torch.device, shapes, reps: int = 7) -> list[dict]:
+    from tempo_fast import _native
     from tempo_fast.ops.saa_scores import saa_scores, saa_scores_ref
 
     providers = ["torch"]
@@ -61,6 +66,10 @@ def bench_scores(device: torch.device, shapes) -> list[dict]:
         providers.append("numba")
     if device.type == "cuda":
         providers.append("triton")
+    if _native.has_kernel("saa_abs_diff_sums", device.type):
+        providers.append("native")
+    else:
+        print(f"native: not measured ({_native.reason() or 'no ' + device.type + ' kernel in tempo_fast._C'})")
     dev = common.device_name(device)
     bandwidth = common.memory_bandwidth_gbs(device)
     rows = [dict(what="memory", provider="copy", mode="read+write", shape="256MiB", dtype="uint8",
@@ -69,19 +78,26 @@ def bench_scores(device: torch.device, shapes) -> list[dict]:
         frames = torch.randint(0, 256, shape, dtype=torch.uint8, device=device)
         expected = saa_scores_ref(frames)
         label = "x".join(map(str, shape))
+        base = dict(what="saa_scores", mode="fwd", shape=label, dtype="uint8", device=dev)
         for provider in providers:
             fn = (lambda: saa_scores_ref(frames)) if provider == "torch" else \
                 (lambda p=provider: saa_scores(frames, backend=p))
             got = fn()
             if not torch.equal(got, expected):
                 raise AssertionError(f"saa_scores {provider} differs from the reference at {label}")
-            ms = common.time_ms(fn, device)
+            ms = common.time_ms(fn, device, reps=reps if provider != "torch" else min(reps, 3))
             gbs = frames.numel() / (ms * 1e-3) / 1e9
-            rows.append(dict(what="saa_scores", provider=provider, mode="fwd", shape=label, dtype="uint8",
-                             metric="time", median=ms, unit="ms", device=dev))
-            rows.append(dict(what="saa_scores", provider=provider, mode="fwd", shape=label, dtype="uint8",
-                             metric="throughput", median=gbs, unit="GB/s", device=dev))
+            rows += [dict(base, provider=provider, metric="time", median=ms, unit="ms"),
+                     dict(base, provider=provider, metric="throughput", median=gbs, unit="GB/s"),
+                     dict(base, provider=provider, metric="frames", median=shape[0] / (ms * 1e-3), unit="frames/s"),
+                     dict(base, provider=provider, metric="fraction", median=gbs / bandwidth, unit="of copy GB/s")]
         del frames
+    by = {(r["provider"], r["shape"]): r["median"] for r in rows if r.get("metric") == "time"}
+    for shape in {r["shape"] for r in rows if r["what"] == "saa_scores"}:
+        for other in ("numba", "triton"):
+            if ("native", shape) in by and (other, shape) in by:
+                rows.append(dict(what="saa_scores", provider=f"native/{other}", mode="fwd", shape=shape, dtype="uint8",
+                                 metric="speedup", median=by[(other, shape)] / by[("native", shape)], unit="x", device=dev))
     return rows
 
 
@@ -128,17 +144,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     device = torch.device(args.device)
     height, width = RESOLUTIONS[args.resolution]
-    rows = bench_scores(device, [(args.probe_frames, 64, 64, 3), (args.full_frames, height, width, 3)])
+    shapes = [(args.probe_frames, 64, 64, 3), (args.input_frames, 224, 224, 3), (args.full_frames, height, width, 3)]
+    rows = bench_scores(device, shapes, reps=args.reps)
     if not args.skip_sample:
         rows += bench_sample(args, device)
     common.print_table(rows)
     by = {(r["what"], r["provider"], r["shape"], r["metric"]): r["median"] for r in rows}
     for shape in {r["shape"] for r in rows if r["what"] == "saa_scores"}:
         ref = by.get(("saa_scores", "torch", shape, "throughput"))
-        for provider in ("numba", "triton"):
+        for provider in ("numba", "triton", "native"):
             fast = by.get(("saa_scores", provider, shape, "throughput"))
             if fast and ref:
                 print(f"saa_scores {shape}: {provider} {fast / ref:.1f}x the torch reference")
+    for r in rows:
+        if r["metric"] == "speedup":
+            print(f"saa_scores {r['shape']}: {r['provider']} = {r['median']:.2f}x")
     if not args.no_csv:
         print(f"rows appended to {common.append_rows('saa.csv', rows)}")
     return 0
