@@ -13,7 +13,7 @@ Qwen2VLVideoProcessor, on decoded frames, in frames/s and GB/s next to the memor
    Checked first: native and torch bit-equal, and both bit-equal to the processor's output.
 3. Timing: rounds of one call per provider, interleaved (the processor in its own process,
    answering one call per request), so every provider sees the same machine load; the median
-   over --reps rounds. GB/s = (uint8 frames read + pixel_values written) / time, against the
+   over --reps rounds, and the speedup as the median of per-round ratios. GB/s = (uint8 frames read + pixel_values written) / time, against the
    copy bandwidth (common.memory_bandwidth_gbs: read + write) measured in the same run. The
    spread (min-max over rounds) is printed.
 
@@ -54,6 +54,7 @@ def parse(argv):
     p.add_argument("--min-pixels", type=int, default=VIDEO_MIN_PIXELS)
     p.add_argument("--max-pixels", type=int, default=VIDEO_MAX_PIXELS)
     p.add_argument("--reps", type=int, default=7, help="timed rounds (one call per provider each)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads for every provider (0: torch's default)")
     p.add_argument("--tv-python", default=str(ROOT / ".venv-tv" / "bin" / "python"),
                    help="python of the venv with torchvision + transformers (the processor)")
     p.add_argument("--clip-dir", default=str(Path(tempfile.gettempdir()) / "tempo_fast_bench"),
@@ -86,7 +87,8 @@ class Processor:
         torch.save(frames, frames_path)
         self.proc = subprocess.Popen(
             [python, "-P", str(ROOT / "benchmarks" / "preprocess_hf_worker.py"), str(frames_path), str(out_path),
-             "--min-pixels", str(args.min_pixels), "--max-pixels", str(args.max_pixels)],
+             "--min-pixels", str(args.min_pixels), "--max-pixels", str(args.max_pixels),
+             "--threads", str(torch.get_num_threads())],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         line = self.proc.stdout.readline()
         if not line:
@@ -109,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     from tempo_fast.video import video_inputs
 
     args = parse(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     frames = decoded_frames(args)
     budget = dict(min_pixels=args.min_pixels, max_pixels=args.max_pixels)
     providers = {"torch": lambda: video_inputs(frames, backend="torch", **budget)}
@@ -156,21 +160,24 @@ def main(argv: list[str] | None = None) -> int:
                 dtype="float32", device=dev)
     rows = [dict(what="memory", provider="copy", mode="read+write", shape="256MiB", dtype="uint8",
                  metric="bandwidth", median=bandwidth, unit="GB/s", device=dev)]
+    hf_versions = " ".join(f"{k}={v}" for k, v in processor.info["versions"].items()) if processor else ""
     for name, ts in times.items():
         ms = statistics.median(ts)
         print(f"{name:>12}: median {ms:8.1f} ms  (min {min(ts):.1f}, max {max(ts):.1f} over {len(ts)} rounds)")
-        rows += [dict(base, provider=name, metric="time", median=ms, unit="ms"),
-                 dict(base, provider=name, metric="frames_per_s", median=t / (ms * 1e-3), unit="frames/s"),
-                 dict(base, provider=name, metric="throughput", median=nbytes / (ms * 1e-3) / 1e9, unit="GB/s"),
-                 dict(base, provider=name, metric="of_bandwidth",
-                      median=nbytes / (ms * 1e-3) / 1e9 / bandwidth, unit="fraction")]
+        where = dict(base, provider=name, **({"versions": hf_versions} if name == "transformers" else {}))
+        rows += [dict(where, metric="time", median=ms, unit="ms"),
+                 dict(where, metric="frames_per_s", median=t / (ms * 1e-3), unit="frames/s"),
+                 dict(where, metric="throughput", median=nbytes / (ms * 1e-3) / 1e9, unit="GB/s"),
+                 dict(where, metric="of_bandwidth", median=nbytes / (ms * 1e-3) / 1e9 / bandwidth, unit="fraction")]
     if "transformers" in times:
-        hf = statistics.median(times["transformers"])
+        # per-round ratios: the two calls of a round ran back to back, under the same load
         for name in providers:
-            ratio = hf / statistics.median(times[name])
+            ratios = [hf / mine for hf, mine in zip(times["transformers"], times[name])]
+            ratio = statistics.median(ratios)
             rows.append(dict(base, provider=f"{name}/transformers", metric="speedup", median=ratio, unit="x"))
-            print(f"{name}: {ratio:.2f}x transformers' processor")
-    common.print_table(rows)
+            print(f"{name}: {ratio:.2f}x transformers' processor (median of per-round ratios; "
+                  f"min {min(ratios):.2f}, max {max(ratios):.2f})")
+    common.print_table([{k: v for k, v in r.items() if k != "versions"} for r in rows])
     if not args.no_csv:
         print(f"rows appended to {common.append_rows('preprocess.csv', rows)}")
     return 0

@@ -3,7 +3,7 @@ bench_preprocess.py, run by it in the second venv (torch 2.14.1 + torchvision 0.
 transformers 5.23.0; torchvision cannot live in the main environment). It imports only torch and
 transformers, so it runs from any environment that has them.
 
-    .venv-tv/bin/python benchmarks/preprocess_hf_worker.py FRAMES.pt OUT.pt --min-pixels N --max-pixels N
+    .venv-tv/bin/python benchmarks/preprocess_hf_worker.py FRAMES.pt OUT.pt --min-pixels N --max-pixels N [--threads N]
 
 FRAMES.pt holds the uint8 [T, C, H, W] frames (strides kept); OUT.pt gets the processor's
 pixel_values_videos and video_grid_thw (for the caller's equality check). Then it serves timings,
@@ -28,7 +28,10 @@ def main() -> None:
     p.add_argument("out")
     p.add_argument("--min-pixels", type=int, required=True)
     p.add_argument("--max-pixels", type=int, required=True)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
 
