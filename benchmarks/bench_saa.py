@@ -53,6 +53,8 @@ def parse(argv):
                    help="where generated clips are kept (reused when present)")
     p.add_argument("--skip-sample", action="store_true", help="only the saa_scores part")
     p.add_argument("--reps", type=int, default=7, help="timed repetitions per provider (CPU)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch, the native kernel and numba (default: as set up)")
     p.add_argument("--no-csv", action="store_true", help="print only, append no rows")
     return p.parse_args(argv)
 
@@ -87,10 +89,13 @@ def bench_scores(device: torch.device, shapes, reps: int = 7) -> list[dict]:
                 raise AssertionError(f"saa_scores {provider} differs from the reference at {label}")
             ms = common.time_ms(fn, device, reps=reps if provider != "torch" else min(reps, 3))
             gbs = frames.numel() / (ms * 1e-3) / 1e9
-            rows += [dict(base, provider=provider, metric="time", median=ms, unit="ms"),
-                     dict(base, provider=provider, metric="throughput", median=gbs, unit="GB/s"),
-                     dict(base, provider=provider, metric="frames", median=shape[0] / (ms * 1e-3), unit="frames/s"),
-                     dict(base, provider=provider, metric="fraction", median=gbs / bandwidth, unit="of copy GB/s")]
+            tag = dict(base, provider=provider)
+            if provider == "native" and device.type == "cpu":
+                tag["mode"] = f"fwd isa={torch.ops.tempo_fast.cpu_isa()} threads={torch.get_num_threads()}"
+            rows += [dict(tag, metric="time", median=ms, unit="ms"),
+                     dict(tag, metric="throughput", median=gbs, unit="GB/s"),
+                     dict(tag, metric="frames", median=shape[0] / (ms * 1e-3), unit="frames/s"),
+                     dict(tag, metric="fraction", median=gbs / bandwidth, unit="of copy GB/s")]
         del frames
     by = {(r["provider"], r["shape"]): r["median"] for r in rows if r.get("metric") == "time"}
     for shape in {r["shape"] for r in rows if r["what"] == "saa_scores"}:
@@ -143,6 +148,13 @@ def bench_sample(args, device: torch.device) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+        try:
+            import numba
+            numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
+        except ImportError:
+            pass
     height, width = RESOLUTIONS[args.resolution]
     shapes = [(args.probe_frames, 64, 64, 3), (args.input_frames, 224, 224, 3), (args.full_frames, height, width, 3)]
     rows = bench_scores(device, shapes, reps=args.reps)
