@@ -308,7 +308,7 @@ def plan(ctx) -> list[Stage]:
         Stage("gpu_tests", 65, gpu_tests_stage),
         Stage("logprobs", 75, bench("bench_logprobs.py", ["--device", "cuda", "--sizes", "8192"])),
         Stage("grpo_loss", 60, bench("bench_grpo_loss.py", ["--device", "cuda", "--sizes", "8192"])),
-        Stage("tiles", 35, tiles_stage),
+        Stage("tiles", 45, tiles_stage),
         Stage("jit_facts", 20, bench("sm90_jit.py", ["--device", "cuda"], headline="spill_bytes")),
         Stage("saa", 25, bench("bench_saa.py", ["--device", "cuda"], headline="time",
                                no_ffmpeg_args=["--device", "cuda", "--skip-sample"])),
@@ -319,6 +319,6 @@ def plan(ctx) -> list[Stage]:
         Stage("grpo_step", 60, bench("bench_grpo_step.py", ["--device", "cuda", "--steps", "3", "--providers",
                                                             *(["tempo_fast", "trl"] if _has("trl") else ["tempo_fast"])],
                                      headline="ms_per_step")),
-        Stage("infer", 45, bench("bench_infer.py", ["--device", "cuda"], headline="tokens_per_s",
+        Stage("infer", 35, bench("bench_infer.py", ["--device", "cuda"], headline="tokens_per_s",
                                  no_ffmpeg_args=["--device", "cuda", "--no-predict"])),
     ]

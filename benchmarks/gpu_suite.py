@@ -6,9 +6,9 @@
     python -m benchmarks.gpu_suite --device cpu --dry-run --out DIR   # CI (tests/test_gpu_suite.py), ~30-60 s
     python -m benchmarks.gpu_suite --import-results DIR/results.csv   # the run's rows into benchmarks/results/
 
-Stages (benchmarks/gpu_stages.py) run in order, each under its own time budget (seconds) and a
-global deadline; a stage that fails, times out or lacks what it needs is recorded and the suite
-goes on. Benchmarks run as subprocesses with their rows redirected to a work folder; at the end
+Stages (benchmarks/gpu_stages.py) run in order, each under its own time budget (seconds, plus
+whatever earlier stages left unused, never taking from the stages after it) and a global
+deadline; a stage that fails, times out or lacks what it needs is recorded and the suite goes on. Benchmarks run as subprocesses with their rows redirected to a work folder; at the end
 every new row goes to one long-format `results.csv` (benchmarks/common.py FIELDS plus `file`, the
 benchmarks/results/ CSV it belongs to). The GPU tool returns at most 8 files, so $OUT holds:
 summary.md (printed last), results.csv, suite.log (every stage's output), stages.json,
@@ -189,12 +189,17 @@ def run_suite(ctx: Context, only: list[str] | None = None, skip: list[str] | Non
     from benchmarks import gpu_stages
 
     done = []
-    for stage in gpu_stages.plan(ctx):
+    stages = gpu_stages.plan(ctx)
+    selected = [s for s in stages if not ((only and s.name not in only) or (skip and s.name in skip))]
+    for stage in stages:
         record = dict(name=stage.name, budget=float(stage.budget), seconds=0.0, figures={})
-        if (only and stage.name not in only) or (skip and stage.name in skip):
+        if stage not in selected:
             done.append(dict(record, status="not selected"))
             continue
-        ctx.budget = stage.budget
+        # its own budget, plus what earlier stages left unused (the later stages keep theirs)
+        later = sum(s.budget for s in selected[selected.index(stage) + 1:])
+        ctx.budget = max(stage.budget, ctx.deadline - time.monotonic() - RESERVE_S - later)
+        record["budget"] = round(ctx.budget)
         if ctx.remaining() < 5:
             done.append(dict(record, status="no time left"))
             continue

@@ -145,3 +145,28 @@ def test_stage_over_budget_is_killed(tmp_path):
     with pytest.raises(TimeoutError):
         ctx.run([sys.executable, "-c", "import time; time.sleep(30)"])
     assert time.monotonic() - start < 10
+
+
+def test_stages_borrow_unused_time_but_leave_later_budgets(tmp_path, monkeypatch):
+    import time
+
+    seen = {}
+
+    def stage(name):
+        def run(ctx):
+            seen[name] = ctx.budget
+            if name == "boom":
+                raise ValueError("broken stage")
+            return {"value": 1.0}
+        return run
+
+    plan = [gpu_stages.Stage("first", 10, stage("first")), gpu_stages.Stage("boom", 10, stage("boom")),
+            gpu_stages.Stage("last", 30, stage("last"))]
+    monkeypatch.setattr(gpu_stages, "plan", lambda ctx: plan)
+    ctx = _context(tmp_path)
+    ctx.deadline = time.monotonic() + 100
+    done = gpu_suite.run_suite(ctx)
+    left = 100 - gpu_suite.RESERVE_S
+    assert left - 40 - 2 < seen["first"] <= left - 40  # all but the later stages' 10 + 30 s
+    assert seen["last"] > left - 2 - 5  # the whole rest
+    assert [d["status"] for d in done] == ["ok", "FAILED: ValueError: broken stage", "ok"]
