@@ -140,7 +140,7 @@ def _torch_backward(h2, weight, bias, ids, lse, grad, temperature, needs):
 # ---------------------------------------------------------------- Triton implementation
 
 def _triton_blocks(dtype: torch.dtype) -> dict:
-    """BLOCK_N/V/K, num_warps, num_stages for the H200 (the why is in `_triton/...tile_config`)."""
+    """BLOCK_N/V/K, num_warps, num_stages for the H200 (why: `_triton/fused_linear_logprobs.tile_config`)."""
     from ._triton.fused_linear_logprobs import tile_config
     return tile_config(dtype, _input_precision(dtype))
 
