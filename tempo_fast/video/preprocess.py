@@ -156,16 +156,25 @@ def video_inputs_torch(data, size, *, temporal_patch_size, patch_size, merge_siz
     n_frames, channels = data.shape[:2]
     tp, p, m = temporal_patch_size, patch_size, merge_size
     grid_t, gh, gw = -(-n_frames // tp), size[0] // p, size[1] // p
-    shift, scale = shift.to(data.device).view(1, -1, 1, 1), scale.to(data.device).view(1, -1, 1, 1)
     out = torch.empty(grid_t, gh // m, gw // m, m, m, channels, tp, p, p, device=data.device, dtype=dtype)
+    # the same memory seen frame by frame: [grid_t, tp, C, gh/m, m, p, gw/m, m, p]
+    frames9 = out.permute(0, 6, 5, 1, 3, 7, 2, 4, 8)
+    shift = shift.to(data.device).view(1, -1, 1, 1)
+    scale = scale.to(data.device).view(1, 1, -1, 1, 1, 1, 1, 1, 1)
     step = max(tp, chunk_frames // tp * tp)  # whole temporal patches per chunk
     for f0 in range(0, n_frames, step):
-        chunk = ((_resize(data[f0:f0 + step], size, quantize).float() - shift) / scale).to(dtype)
+        chunk = _resize(data[f0:f0 + step], size, quantize)
         if pad := -chunk.shape[0] % tp:  # only the last chunk: repeat the last frame
             chunk = torch.cat([chunk, chunk[-1:].expand(pad, -1, -1, -1)])
-        t0 = f0 // tp
-        view = chunk.view(-1, tp, channels, gh // m, m, p, gw // m, m, p)
-        out[t0:t0 + view.shape[0]] = view.permute(0, 3, 6, 4, 7, 2, 1, 5, 8)
+        # uint8 - float32 computes in float32, as (x.float() - shift) would (into a contiguous
+        # buffer whatever the chunk's layout); the division writes straight into the patch layout
+        x = torch.sub(chunk, shift, out=torch.empty(chunk.shape, device=chunk.device, dtype=torch.float32))
+        x = x.view(-1, tp, channels, gh // m, m, p, gw // m, m, p)
+        dst = frames9[f0 // tp:f0 // tp + x.shape[0]]
+        if dtype == torch.float32:
+            torch.div(x, scale, out=dst)
+        else:
+            dst.copy_(x.div_(scale))
     return out.view(grid_t * gh * gw, channels * tp * p * p)
 
 
