@@ -13,26 +13,27 @@ continuations decode together:
     repeat: sample ->      B*G x 1 text tokens at rotary id next_position_b + step on all three
       decode               axes (Qwen2.5-VL's rule for text after the prompt), slots Lmax + step,
                            the pad slots of shorter prompts masked; no vision inputs
-    finished rows          stop per row (EOS or a stop string); once at most `compact_below` of the
-                           rows still decode, the finished rows are dropped from the cache and the
-                           batch (the copy is worth it when attention over long video caches
-                           dominates a step); not with `compile=True`, whose steps keep one shape
+    finished rows          stop per row (EOS or a stop string); with batch_invariant=False, once at
+                           most `compact_below` of the rows still decode, the finished rows are
+                           dropped from the cache and the batch (the copy is worth it when attention
+                           over long video caches dominates a step); not with `compile=True`
 
 `generate(prompt, G)` is `generate_batch([prompt], G)`; `generate_many(prompts, G)` cuts the
 prompts into batches (`batch_size` prompts, `batch_tokens` padded prefill tokens at most).
 
 Equality with the one-prompt engine. Each prompt draws its own block of uniforms (from its own
 generator, or from a shared one in prompt order) before its first step (rollout/sampling.py), and
-sampling is row-wise, so what a prompt samples never depends on its batch. Its logits do, in the
-last bits: float GEMMs of different batch shapes are not bitwise equal (MKL and cuBLAS pick other
-kernels and blockings for other row counts; e.g. on this CPU a [1, 64] x [64, 128] product differs
-from the same row inside a [8, 64] product by ~2e-6), and the decode keys sit at other slots (Lmax
-+ step instead of L_b + step), which changes the order of attention's sums. Per-row equal
-computation would mean one GEMM per row, i.e. no batching. So batching keeps every token and
-changes the log-probs by float rounding only (~1e-6 in fp32): a token could flip only if its
-uniform fell within that distance of a CDF boundary, or greedy logits tied to that precision.
-tests/test_rollout.py checks equal tokens and close log-probs, greedy and sampled, mixed prompt
-lengths, a prompt padded or not, the tiny Qwen2.5-VL and a Qwen3-VL.
+sampling is row-wise, so what a prompt samples depends only on its logits. Those are bitwise the
+ones it gets alone with `batch_invariant=True` (the default, with sdpa attention): attention runs
+per prompt on exactly its own queries and keys (rollout/invariant.py), and the linear layers'
+per-row results do not depend on the row count once it is >= 8 on this machine's BLAS (the LM
+head at the prefill always gets >= 8 rows). So with G >= 8 rows per prompt every token and every
+log-prob equals the one-prompt engine's; with fewer rows, or `batch_invariant=False` (one masked
+attention call over the padded cache, other key slots, other sum blocking), log-probs agree to
+float rounding (~1e-6) and a sampled token can flip when its uniform falls that close to a CDF
+boundary (about 1 draw in 2000 with the tiny preset's flat distributions).
+tests/test_rollout_batched.py checks both, greedy and sampled, mixed prompt lengths, a prompt
+padded or not, every place in the batch, and a Qwen3-VL.
 
 Decode steps have static shapes (B*G rows, one token, a cache of fixed capacity), so with
 `compile=True` the step is `torch.compile(mode="reduce-overhead")`-d (CUDA graphs on GPU); eager
@@ -48,15 +49,18 @@ copies the sampled ids to the host (one small sync) for the stop checks.
 
 Memory: the shared cache holds B*G*capacity tokens per layer (Qwen2.5-VL-7B in bf16: 56 KiB per
 token; B=4, G=8 and 10k tokens = 18 GiB); the prefill cache is freed after the copy.
-Limits: full-attention layers only (no sliding-window cache); sdpa or eager attention.
+Limits: full-attention layers only (no sliding-window cache); batch_invariant needs sdpa attention
+(other implementations take the masked path).
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 
 import torch
 
+from tempo_fast.rollout import invariant
 from tempo_fast.rollout.batching import pad_prompts, plan_batches, slot_mask
 from tempo_fast.rollout.sampling import GREEDY, SamplingConfig, draw_block, sample_tokens
 
@@ -94,13 +98,15 @@ class RolloutEngine:
     "reduce-overhead": CUDA graphs on GPU; slow to warm up, meant for CUDA). cache_block: the cache
     capacity is Lmax + max_new_tokens rounded up to a multiple of this. batch_size / batch_tokens:
     `generate_many`'s default prompts per batch and padded prefill tokens per batch (None: no
-    token limit). compact_below: drop finished rows once at most this share of the rows decode
-    (0: never).
+    token limit). batch_invariant: attention per prompt on exactly its own keys (rollout/
+    invariant.py), so batching changes no bit (with sdpa attention; not with compile). compact_below:
+    drop finished rows once at most this share of the rows decode (0: never; not with
+    batch_invariant, whose row counts must stay).
     """
 
     def __init__(self, vl, sampling: SamplingConfig | None = None, *, compile: bool = False,
                  cache_block: int = 256, batch_size: int = 8, batch_tokens: int | None = None,
-                 compact_below: float = 0.5):
+                 batch_invariant: bool = True, compact_below: float = 0.5):
         self.vl = vl
         self.sampling = SamplingConfig() if sampling is None else sampling
         if not isinstance(self.sampling, SamplingConfig):
@@ -113,7 +119,9 @@ class RolloutEngine:
             raise ValueError(f"RolloutEngine: compact_below must be in [0, 1], got {compact_below!r}")
         self.cache_block, self.batch_size, self.batch_tokens = int(cache_block), batch_size, batch_tokens
         self.compile = bool(compile)
-        self.compact_below = 0.0 if self.compile else float(compact_below)
+        attention = vl.model.config.get_text_config()._attn_implementation
+        self.batch_invariant = bool(batch_invariant) and not self.compile and attention in ("sdpa", invariant.NAME)
+        self.compact_below = 0.0 if self.compile or self.batch_invariant else float(compact_below)
         self._step = _decode_forward
         if self.compile:
             self._step = torch.compile(_decode_forward, mode="reduce-overhead", dynamic=False)
@@ -129,11 +137,19 @@ class RolloutEngine:
         from transformers import DynamicCache
 
         cache = DynamicCache(config=self.vl.model.config)
-        last = torch.tensor([n - 1 for n in batch.lengths], dtype=torch.long, device=batch.input_ids.device)
-        # logits_to_keep as indices: [B, B, V] logits at every row's last index; row b keeps its own.
-        out = self.vl.model(**batch.forward_kwargs(), past_key_values=cache, use_cache=True, logits_to_keep=last)
-        rows = torch.arange(len(batch.lengths), device=last.device)
+        device = batch.input_ids.device
+        # logits_to_keep as indices: [B, K, V] logits at every row's last index (padded to K >= 8
+        # indices, so the LM head's product has >= 8 rows at any B); row b keeps its own.
+        ends = [n - 1 for n in batch.lengths]
+        last = torch.tensor(ends + ends[-1:] * max(0, 8 - len(ends)), dtype=torch.long, device=device)
+        with self._plan(invariant.prefill_plan(batch.lengths, device)):
+            out = self.vl.model(**batch.forward_kwargs(), past_key_values=cache, use_cache=True, logits_to_keep=last)
+        rows = torch.arange(len(batch.lengths), device=device)
         return out.logits[rows, rows], cache
+
+    def _plan(self, plan):
+        """The batch-invariant attention plan around a forward (a no-op without batch_invariant)."""
+        return invariant.rows_plan(self.vl.model, plan) if self.batch_invariant else contextlib.nullcontext()
 
     def _new_cache(self, rows: int, capacity: int, like):
         from transformers import StaticCache
@@ -296,7 +312,8 @@ class RolloutEngine:
                         greedy = ((rows % G) < greedy_rows).nonzero()[:, 0]
                     live = [live[i] for i in running]
                 position = (next_pos + step).view(1, -1, 1).expand(3, -1, 1)
-                logits = self._step(self.vl.model, tokens[:, None], position, mask, cache).float()
+                with self._plan(invariant.decode_plan(batch.lengths, G, width, step, device)):
+                    logits = self._step(self.vl.model, tokens[:, None], position, mask, cache).float()
             _sync(device)
             t2 = time.perf_counter()
 

@@ -1,0 +1,117 @@
+"""Batch-invariant attention for the rollout engine: each prompt's attention computed on exactly
+the tensors it would have alone, so batching prompts does not change a bit of their logits.
+
+Why: torch's CPU attention (and GPU kernels likewise) blocks its sums by the key length and the
+batch rows, so a prompt's attention inside a right-padded batch (keys up to Lmax, generated keys
+at slots Lmax + step, B*G rows) rounds differently from the same prompt alone (keys up to L,
+generated keys at L + step, G rows): ~1e-7 per layer, enough to flip a sampled token now and then
+(an inverse-CDF draw near a boundary between two tokens; ~1 in 2000 draws for the tiny preset).
+
+How: while the engine runs a forward inside `rows_plan(plan)`, the text model's attention is
+`rows_attention` (registered with transformers as "tempo_rows", attention function and mask),
+which cuts the batch into the plan's segments - one per prompt: its rows, its prefill length or
+its key slots - and calls `scaled_dot_product_attention` once per segment on contiguous copies
+of exactly that prompt's queries and keys:
+
+    prefill   rows [b], queries and keys 0..L_b-1, causal
+    decode    prompt b's G rows, keys at slots 0..L_b-1 then Lmax..Lmax+step, no mask
+
+A prompt alone (B = 1, Lmax = L_b) makes the very same calls, so its outputs are bitwise equal.
+The linear layers see B*G rows instead of G: on this machine's BLAS (MKL) a row's result does not
+depend on the row count once it is >= 8 (checked in tests/test_rollout_batched.py through the
+whole engine), so G >= 8 rows per prompt (GRPO's G=8, inference's 1 + 8) keep every bit; with
+fewer rows per prompt the log-probs still agree to float rounding. Outside `rows_plan` (training
+forwards, other callers) "tempo_rows" is plain sdpa.
+
+Cost: one attention call per prompt and a copy of its keys per layer and step (about the bytes
+attention reads anyway), and no dropping of finished rows (it would change the row counts);
+`RolloutEngine(batch_invariant=False)` is the one-call masked path over the static cache, which
+`compile=True` uses.
+"""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+NAME = "tempo_rows"
+_PLAN = contextvars.ContextVar("tempo_rows_plan", default=None)
+
+
+@dataclass
+class Segment:
+    """One prompt's part of a forward: its batch rows, its query length, its key slots."""
+
+    rows: slice               # batch rows of this prompt
+    queries: int              # leading query positions that are real (prefill: L_b; decode: 1)
+    slots: torch.Tensor       # [S] long: the key/value slots it attends to, in order
+    causal: bool              # prefill (causal over the slots) or decode (all slots)
+
+
+def prefill_plan(lengths: list, device) -> list:
+    return [Segment(slice(b, b + 1), n, torch.arange(n, device=device), True) for b, n in enumerate(lengths)]
+
+
+def decode_plan(lengths: list, num_samples: int, width: int, step: int, device) -> list:
+    """Segments of a decode step: prompt b's rows attend to slots 0..L_b-1 and width..width+step."""
+    generated = torch.arange(width, width + step + 1, device=device)
+    return [Segment(slice(b * num_samples, (b + 1) * num_samples), 1,
+                    torch.cat([torch.arange(n, device=device), generated]), False) for b, n in enumerate(lengths)]
+
+
+@contextlib.contextmanager
+def rows_plan(model, plan: list):
+    """Run the text model's attention segment by segment (module docstring) inside the block."""
+    register()
+    text = model.config.get_text_config()
+    before = text._attn_implementation
+    if before != "sdpa":
+        raise ValueError(f"batch-invariant rollouts need sdpa attention, the model uses {before!r}; "
+                         "use RolloutEngine(batch_invariant=False)")
+    token = _PLAN.set(plan)
+    text._attn_implementation = NAME
+    try:
+        yield
+    finally:
+        text._attn_implementation = before
+        _PLAN.reset(token)
+
+
+def _repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
+    if n_rep == 1:
+        return x
+    rows, heads, length, dim = x.shape
+    return x[:, :, None].expand(rows, heads, n_rep, length, dim).reshape(rows, heads * n_rep, length, dim)
+
+
+def rows_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None, **kwargs):
+    """Attention by the current plan's segments (plain sdpa without a plan). Returns transformers'
+    layout: (output [N, q, heads, dim], None)."""
+    plan = _PLAN.get()
+    if plan is None:
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      **kwargs)
+    n_rep = query.shape[1] // key.shape[1]
+    out = query.new_zeros(query.shape)
+    for seg in plan:
+        q = query[seg.rows, :, :seg.queries].contiguous()
+        k = _repeat_kv(key[seg.rows].index_select(2, seg.slots), n_rep)
+        v = _repeat_kv(value[seg.rows].index_select(2, seg.slots), n_rep)
+        out[seg.rows, :, :seg.queries] = F.scaled_dot_product_attention(q, k, v, is_causal=seg.causal, scale=scaling)
+    return out.transpose(1, 2).contiguous(), None
+
+
+def register() -> None:
+    """Make "tempo_rows" known to transformers (attention function and mask: sdpa's)."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+
+    if NAME not in AttentionInterface._global_mapping:
+        AttentionInterface.register(NAME, rows_attention)
+    if NAME not in ALL_MASK_ATTENTION_FUNCTIONS._global_mapping:
+        ALL_MASK_ATTENTION_FUNCTIONS.register(NAME, sdpa_mask)
