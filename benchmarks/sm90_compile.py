@@ -141,7 +141,7 @@ _PTXAS_RE = {
     "spill_load_bytes": re.compile(r"(\d+) bytes spill loads"),
 }
 _REPORT_FILE = "sm90_report.json"  # stored beside each compiled kernel in the Triton cache
-_REPORT_VERSION = 2  # bump when compile_report reads more facts
+_REPORT_VERSION = 4  # bump when compile_report reads more facts
 
 
 def parse_ptxas(log: str) -> dict:
@@ -194,28 +194,22 @@ def count_global_loads(ptx: str) -> tuple[int, int]:
     return wide, narrow
 
 
-def _ptxas_again(ptx: str) -> str:
-    """Run Triton's ptxas with -v on a PTX text (when a cached kernel has no stored report)."""
+def _sass(cubin: bytes) -> str:
+    """The cubin's SASS, by the cuobjdump that Triton ships."""
     import subprocess
     import tempfile
 
-    from triton.backends.nvidia.compiler import get_ptxas
-    with tempfile.TemporaryDirectory() as tmp:
-        src = os.path.join(tmp, "k.ptx")
-        with open(src, "w") as f:
-            f.write(ptx)
-        done = subprocess.run([get_ptxas(90).path, "-v", "--gpu-name=sm_90a", src, "-o", src + ".o"],
-                              capture_output=True, text=True, check=True)
-    return done.stderr
+    from triton import knobs
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(cubin)
+        f.flush()
+        return subprocess.run([knobs.nvidia.cuobjdump.path, "--dump-sass", f.name], capture_output=True,
+                              text=True, check=True).stdout
 
 
 def compile_report(launch: Launch) -> dict:
     """Compile one launch for sm_90a; its resource report (or the error) as a dict."""
-    import triton
-    from triton import knobs
-    from triton.compiler import ASTSource
     from triton.runtime.cache import get_cache_manager
-
     from triton.runtime.jit import JITFunction
 
     module, name = launch.kernel.split(":")
@@ -224,36 +218,56 @@ def compile_report(launch: Launch) -> dict:
         fn = fn.fn
     start = time.perf_counter()
     report = {"kernel": launch.kernel, "key": launch.key}
-    log = io.StringIO()
     try:
-        with mock.patch.object(knobs.nvidia, "dump_ptxas_log", True), contextlib.redirect_stdout(log):
-            compiled = triton.compile(ASTSource(fn, launch.signature, launch.constexprs, launch.attrs),
-                                      target=_target(), options=dict(launch.options))
+        compiled, log = _compile(fn, launch, fresh=False)
+        stored = get_cache_manager(compiled.hash).get_file(_REPORT_FILE)
+        facts = {}
+        if stored is not None:
+            with open(stored) as f:
+                facts = json.load(f)
+        if facts.get("version") != _REPORT_VERSION:
+            if "Used" not in log:  # a binary cached before: compile again, so ptxas reports on this one
+                compiled, log = _compile(fn, launch, fresh=True)
+            facts = _facts(compiled, log)
+            get_cache_manager(compiled.hash).put(json.dumps(facts), _REPORT_FILE, binary=False)
     except Exception as exc:  # a failed compile is a result to report, not a crash of the run
         return {**report, "error": f"{type(exc).__name__}: {str(exc)[:2000]}"}
-    cache = get_cache_manager(compiled.hash)
-    stored = cache.get_file(_REPORT_FILE)
-    facts = {}
-    if stored is not None:
-        with open(stored) as f:
-            facts = json.load(f)
-    if facts.get("version") != _REPORT_VERSION:
-        text = log.getvalue()
-        facts = parse_ptxas(text if "Used" in text else _ptxas_again(compiled.asm["ptx"]))
-        facts["version"] = _REPORT_VERSION
-        ptx = compiled.asm["ptx"]
-        facts["wgmma"] = int("wgmma.mma_async" in ptx)
-        facts["mma"] = int("mma.sync" in ptx)  # Ampere-style tensor-core dot: no wgmma
-        facts["dots"], facts["tensor_core_dots"] = count_dots(compiled.asm["ttir"])
-        facts["loads_16B"], facts["loads_narrow"] = count_global_loads(ptx)
-        facts["shared_bytes"] = int(compiled.metadata.shared)
-        cache.put(json.dumps(facts), _REPORT_FILE, binary=False)
     threads = 32 * launch.options["num_warps"]
     regs = -(-facts["registers"] // 8) * 8  # allocation granularity
     by_regs = SM90_REGISTERS // (regs * threads) if regs else SM90_MAX_BLOCKS
     by_smem = SM90_SHARED_LIMIT // (facts["shared_bytes"] + 1024) if facts["shared_bytes"] else SM90_MAX_BLOCKS
     facts["blocks_per_sm"] = min(by_regs, by_smem, SM90_MAX_BLOCKS, 2048 // threads)
     return {**report, **facts, "seconds": round(time.perf_counter() - start, 2)}
+
+
+def _compile(fn, launch: Launch, *, fresh: bool):
+    """(CompiledKernel, ptxas -v log: empty when Triton's cache had the binary)."""
+    import triton
+    from triton import knobs
+    from triton.compiler import ASTSource
+
+    log = io.StringIO()
+    with mock.patch.object(knobs.nvidia, "dump_ptxas_log", True), \
+            mock.patch.object(knobs.compilation, "always_compile", fresh), contextlib.redirect_stdout(log):
+        compiled = triton.compile(ASTSource(fn, launch.signature, launch.constexprs, launch.attrs),
+                                  target=_target(), options=dict(launch.options))
+    return compiled, log.getvalue()
+
+
+def _facts(compiled, log: str) -> dict:
+    """ptxas' report of this binary, and what its PTX, TTIR and SASS show."""
+    facts = parse_ptxas(log)
+    facts["version"] = _REPORT_VERSION
+    ptx = compiled.asm["ptx"]
+    facts["wgmma"] = int("wgmma.mma_async" in ptx)
+    facts["mma"] = int("mma.sync" in ptx)  # Ampere-style tensor-core dot: no wgmma
+    facts["shared_bytes"] = int(compiled.metadata.shared)
+    facts["dots"], facts["tensor_core_dots"] = count_dots(compiled.asm["ttir"])
+    facts["loads_16B"], facts["loads_narrow"] = count_global_loads(ptx)
+    sass = _sass(compiled.asm["cubin"])
+    facts["hgmma_sass"] = len(re.findall(r"\bHGMMA\.", sass))  # wgmma as the machine code runs it
+    facts["local_memory_ops"] = len(re.findall(r"\b(?:LDL|STL)(?:\.|\s)", sass))  # spills / stack arrays
+    return facts
 
 
 def compile_all(launches: list[Launch], workers: int = 2) -> dict[str, dict]:
@@ -284,7 +298,9 @@ def problems(launch: Launch, report: dict) -> list[str]:
         found.append(f"{where}: grid {launch.grid} outside CUDA's limits (x < 2**31, y and z <= 65535, all >= 1)")
     if report["shared_bytes"] > SM90_SHARED_LIMIT:
         found.append(f"{where}: {report['shared_bytes']} B shared memory > {SM90_SHARED_LIMIT}")
-    if report["tensor_core_dots"] and not report["wgmma"]:
+    if report["local_memory_ops"]:
+        found.append(f"{where}: {report['local_memory_ops']} local-memory loads/stores (LDL/STL) in the SASS")
+    if report["tensor_core_dots"] and not (report["wgmma"] and report["hgmma_sass"]):
         found.append(f"{where}: {report['tensor_core_dots']} dot(s) the tensor cores could run, but no wgmma "
                      f"({'mma.sync' if report['mma'] else 'FMA'} instead)")
     return found
@@ -303,7 +319,8 @@ def rows(launches: list[Launch], reports: dict[str, dict], device: str) -> list[
         base = dict(what=f"sm90_compile:{op}", provider=launch.name, mode=config, shape=shape,
                     dtype=_dtype_of(launch), device=device)
         for metric, unit in (("registers", "regs/thread"), ("spill_store_bytes", "B"), ("stack_bytes", "B"),
-                             ("shared_bytes", "B"), ("wgmma", "bool"), ("blocks_per_sm", "blocks"),
+                             ("shared_bytes", "B"), ("wgmma", "bool"), ("hgmma_sass", "instructions"),
+                             ("local_memory_ops", "instructions"), ("blocks_per_sm", "blocks"),
                              ("num_warps", "warps"), ("num_stages", "stages")):
             value = launch.options[metric] if metric in ("num_warps", "num_stages") else report[metric]
             out.append({**base, "metric": metric, "median": value, "unit": unit})

@@ -4,8 +4,8 @@ benchmarks/sm90_compile.py records the launches the ops make at the benchmark sh
 awkward ones (benchmarks/sm90_cases.py), compiles each distinct specialisation ahead of time with
 Triton's ptxas and reads its resource report. It runs in a subprocess: the tests run Triton in
 its interpreter (TRITON_INTERPRET=1), where kernels are not compiled. The Triton cache keeps the
-binaries and reports, so a second run only re-records (about 20 s; a cold cache compiles ~75
-kernels in about 10 s of CPU per core, more on a loaded machine).
+binaries and reports, so a second run only re-records (10-35 s; a cold cache compiles ~75
+kernels, about a minute of CPU, minutes on a loaded machine).
 """
 import importlib
 import json
@@ -58,6 +58,7 @@ def test_every_launch_compiles_without_spills_within_shared_memory(compiled):
             f"{where} spills at {report['registers']} registers"
         assert report["shared_bytes"] <= SM90_SHARED_LIMIT, f"{where} needs {report['shared_bytes']} B shared"
         assert report["registers"] <= 255 and report["blocks_per_sm"] >= 1, where
+        assert report["local_memory_ops"] == 0, f"{where}: local-memory loads/stores in the SASS"
         if report["tensor_core_dots"]:
             assert report["wgmma"], f"{where}: a dot the tensor cores could run compiled without wgmma"
     assert compiled["problems"] == []
@@ -72,8 +73,9 @@ def test_dot_kernels_use_wgmma_except_ieee_fp32(compiled):
     for precision in ("bf16", "fp16", "fp32-tf32"):
         dots = [r for r in by_case[f"fused_linear_logprobs {precision}"] if r["dots"]]
         assert len(dots) == 2 and all(r["wgmma"] and r["tensor_core_dots"] == r["dots"] for r in dots), precision
+        assert all(r["hgmma_sass"] > 0 for r in dots), f"{precision}: no HGMMA in the SASS"
     ieee = [r for r in by_case["fused_linear_logprobs fp32-ieee"] if r["dots"]]
-    assert len(ieee) == 2 and all(r["tensor_core_dots"] == 0 and not r["wgmma"] for r in ieee)
+    assert len(ieee) == 2 and all(r["tensor_core_dots"] == 0 and not r["wgmma"] and not r["hgmma_sass"] for r in ieee)
 
 
 @needs_toolchain
