@@ -9,8 +9,9 @@ launch is specialised exactly as the JIT would for a CUDA device — Triton's ow
 Meta tensors report their offsets through `data_ptr()` from base 0, so a view's alignment is the
 one a freshly allocated CUDA tensor would have. `compile_report` then compiles one launch with
 `triton.compile(ASTSource(...), target=GPUTarget("cuda", 90, 32))` and reads ptxas' `-v` report
-(registers, spill stores and loads, stack frame) and the PTX (`wgmma.mma_async`); the report is
-stored beside the compiled kernel in the Triton cache, so a second run only reads files.
+(registers, spill stores and loads, stack frame), the PTX (`wgmma.mma_async`, 16-byte loads) and
+the SASS (HGMMA, LDL/STL); the report is stored beside the compiled kernel in the Triton cache,
+so a second run only reads files.
 
     python -m benchmarks.sm90_compile                 # all cases, table, rows to results/sm90_compile.csv
     python -m benchmarks.sm90_compile --json out.json # the reports as JSON (what tests/test_sm90_compile.py reads)
