@@ -63,6 +63,57 @@ def clips(tmp_path_factory):
     return folder
 
 
+# ---------------------------------------------------------------- the recipe (no model needed)
+
+
+def test_cut_keeps_the_released_stacks_at_full_depth():
+    from tempo_fast.model.shapes import _cut_config
+
+    full = _cut_config("qwen2.5-vl-7b", 28, 32)
+    assert full == RELEASED["qwen2.5-vl-7b"]  # the cut rule at the released depth is the release
+    assert _cut_config("qwen2.5-vl-7b", 2, 2)["vision_config"]["fullatt_block_indexes"] == [1]
+    assert _cut_config("qwen2.5-vl-7b", 2, 12)["vision_config"]["fullatt_block_indexes"] == [7]
+    assert _cut_config("qwen3-vl", 36, 27) == RELEASED["qwen3-vl"]
+    assert _cut_config("qwen3-vl", 2, 2)["vision_config"]["deepstack_visual_indexes"] == [0, 1]
+    assert _cut_config("qwen3-vl", 1, 2)["vision_config"]["deepstack_visual_indexes"] == [0]  # one per text layer
+    with pytest.raises(ValueError, match="vision_blocks must be an int >= 1"):
+        _cut_config("qwen3-vl", 2, 0)
+    with pytest.raises(ValueError, match="kind must be one of"):
+        ensure_shaped_checkpoint("qwen2-vl")
+
+
+def test_tokenizer_has_qwens_ids():
+    from tempo_fast.model.shapes import QWEN3_ADDED, QWEN_ADDED, build_shaped_tokenizer
+
+    tok = build_shaped_tokenizer("qwen3-vl")
+    for offset, (content, special) in enumerate(QWEN_ADDED + QWEN3_ADDED):
+        assert tok.convert_tokens_to_ids(content) == 151643 + offset
+    assert len(tok) == 151669 and tok.eos_token == "<|im_end|>" and tok.pad_token == "<|endoftext|>"
+    text = "<think>x</think><answer>3.5 to 12.0; 20.0 to 21.5</answer>"
+    ids = tok(text).input_ids
+    assert ids[0] == 151667 and max(ids) < 151669 and tok.decode(ids) == text
+    assert len(build_shaped_tokenizer("qwen2.5-vl-7b")) == 151665
+
+
+def test_new_tokenizer_links_the_cached_weights(tmp_path, monkeypatch):
+    from tempo_fast.model import shapes
+
+    monkeypatch.setenv("TEMPO_FAST_HOME", str(tmp_path))
+    weights = shapes._weights_digest("qwen3-vl", 2, 2, None, 0)
+    donor = shapes.shapes_home() / "qwen3-vl-0123456789ab"  # built with an older tokenizer
+    donor.mkdir(parents=True)
+    for name in ("config.json", "model-00001-of-00001.safetensors", "model.safetensors.index.json"):
+        (donor / name).write_text(name)
+    (donor / shapes.MARKER).write_text(json.dumps({"weights": weights}))
+    path = ensure_shaped_checkpoint("qwen3-vl")
+    assert path != donor and path == shapes.shaped_path("qwen3-vl")
+    shard = path / "model-00001-of-00001.safetensors"
+    assert os.path.samefile(shard, donor / shard.name)  # a hard link, no new initialisation
+    assert json.loads((path / "config.json").read_text())["text_config"]["hidden_size"] == 4096
+    assert (path / "tokenizer.json").is_file() and (path / "video_preprocessor_config.json").is_file()
+    assert json.loads((path / shapes.MARKER).read_text()) == {"weights": weights}
+
+
 # ---------------------------------------------------------------- the folder and the loaded model
 
 

@@ -34,8 +34,9 @@ can emit ids past the tokenizer (152064 rows for 151665 tokens), as the real one
 Sizes (bf16): qwen2.5-vl-7b 2 + 2 is 1.66 B parameters (3.3 GB), qwen3-vl 2 + 2 is 1.82 B
 (3.6 GB); the embedding and head are 1.09 B / 1.24 B of that. Folders live in
 `$TEMPO_FAST_HOME/shapes/<kind>-<hash>` (default `~/.cache/tempo_fast`), the hash covering the
-spec, the cut, the seed, the dtype and the tokenizer, built in a temporary folder renamed into
-place; never in git.
+spec, the cut, the seed, the dtype, the tokenizer and the processor configs, built in a temporary
+folder renamed into place; never in git. A new tokenizer (the tiny corpus changed) reuses the
+weight files of a cached folder with the same weights through hard links.
 """
 from __future__ import annotations
 
@@ -60,6 +61,7 @@ QWEN_ADDED = (
 # Qwen3 adds these after them (151665...151668)
 QWEN3_ADDED = (("<tool_response>", False), ("</tool_response>", False), ("<think>", False), ("</think>", False))
 _BUILD_VERSION = 1  # bump when the folder layout changes
+MARKER = "tempo_fast_shape.json"  # in each cached folder: the digest of its weights' recipe
 
 _CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 _CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
@@ -242,37 +244,88 @@ def build_shaped_checkpoint(kind: str, out_dir, *, text_layers: int = 2, vision_
     model.generation_config = GenerationConfig(**GENERATION[kind])
     model.save_pretrained(out, max_shard_size=max_shard_size)
     del model
-    config["torch_dtype" if kind == "qwen2.5-vl-7b" else "dtype"] = _dtype_name(dtype)
-    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")  # the released layout
-    build_shaped_tokenizer(kind).save_pretrained(out)
-    (out / "preprocessor_config.json").write_text(json.dumps(PREPROCESSOR[kind], indent=2) + "\n")
-    if kind in VIDEO_PREPROCESSOR:
-        (out / "video_preprocessor_config.json").write_text(json.dumps(VIDEO_PREPROCESSOR[kind], indent=2) + "\n")
+    _write_small_files(kind, out, config, dtype, build_shaped_tokenizer(kind))
     return out
 
 
-def shaped_path(kind: str, *, text_layers: int = 2, vision_blocks: int = 2, dtype=None, seed: int = 0) -> Path:
-    """The cache folder of this checkpoint: `shapes_home()/<kind>-<hash>`."""
+def _write_small_files(kind: str, out: Path, config: dict, dtype, tokenizer) -> None:
+    """config.json in the released layout (over the one save_pretrained wrote), tokenizer, processor configs."""
     import torch
 
-    _check_kind(kind)
+    config = dict(config)
+    config["torch_dtype" if kind == "qwen2.5-vl-7b" else "dtype"] = _dtype_name(torch.bfloat16 if dtype is None
+                                                                               else dtype)
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    tokenizer.save_pretrained(out)
+    (out / "preprocessor_config.json").write_text(json.dumps(PREPROCESSOR[kind], indent=2) + "\n")
+    if kind in VIDEO_PREPROCESSOR:
+        (out / "video_preprocessor_config.json").write_text(json.dumps(VIDEO_PREPROCESSOR[kind], indent=2) + "\n")
+
+
+def _weights_digest(kind: str, text_layers: int, vision_blocks: int, dtype, seed: int) -> str:
+    """What the weight files depend on (not the tokenizer: the ids are fixed by the config)."""
+    import torch
+
     key = {"kind": kind, "config": _cut_config(kind, text_layers, vision_blocks), "seed": seed,
            "dtype": _dtype_name(torch.bfloat16 if dtype is None else dtype), "version": _BUILD_VERSION,
-           "tokenizer": hashlib.sha256(build_shaped_tokenizer(kind).backend_tokenizer.to_str().encode()).hexdigest(),
-           "generation": GENERATION[kind], "pre": PREPROCESSOR[kind], "video": VIDEO_PREPROCESSOR.get(kind)}
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
-    return shapes_home() / f"{kind}-{digest}"
+           "generation": GENERATION[kind]}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def ensure_shaped_checkpoint(kind: str, **kwargs) -> Path:
-    """The cached folder of `build_shaped_checkpoint(kind, ...)`, built on first use (atomically)."""
-    target = shaped_path(kind, **kwargs)
+def _folder_digest(kind: str, weights: str, tokenizer) -> str:
+    key = {"weights": weights, "tokenizer": hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode()).hexdigest(),
+           "pre": PREPROCESSOR[kind], "video": VIDEO_PREPROCESSOR.get(kind)}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def shaped_path(kind: str, *, text_layers: int = 2, vision_blocks: int = 2, dtype=None, seed: int = 0) -> Path:
+    """The cache folder of this checkpoint: `shapes_home()/<kind>-<hash>`, the hash covering the
+    weights' recipe, the tokenizer and the processor configs."""
+    _check_kind(kind)
+    weights = _weights_digest(kind, text_layers, vision_blocks, dtype, seed)
+    return shapes_home() / f"{kind}-{_folder_digest(kind, weights, build_shaped_tokenizer(kind))}"
+
+
+def _link_weights(kind: str, weights: str, out: Path) -> bool:
+    """Hard-link the weight files of a cached folder with the same weights (another tokenizer) into `out`."""
+    for donor in sorted(shapes_home().glob(f"{kind}-*")):
+        marker = donor / MARKER
+        if not (donor / "config.json").is_file() or not marker.is_file():
+            continue
+        if json.loads(marker.read_text()).get("weights") != weights:
+            continue
+        out.mkdir(parents=True, exist_ok=True)
+        for f in donor.iterdir():
+            if f.suffix == ".safetensors" or f.name in ("model.safetensors.index.json", "generation_config.json"):
+                try:
+                    os.link(f, out / f.name)
+                except OSError:
+                    shutil.copy2(f, out / f.name)
+        return True
+    return False
+
+
+def ensure_shaped_checkpoint(kind: str, *, text_layers: int = 2, vision_blocks: int = 2, dtype=None,
+                             seed: int = 0) -> Path:
+    """The cached folder of `build_shaped_checkpoint(kind, ...)`, built on first use (atomically: a
+    temporary folder renamed into place). A cached folder with the same weights but another
+    tokenizer lends its weight files (hard links) instead of a new random initialisation."""
+    _check_kind(kind)
+    weights = _weights_digest(kind, text_layers, vision_blocks, dtype, seed)
+    tokenizer = build_shaped_tokenizer(kind)
+    target = shapes_home() / f"{kind}-{_folder_digest(kind, weights, tokenizer)}"
     if (target / "config.json").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
-        build_shaped_checkpoint(kind, tmp, **kwargs)
+        if _link_weights(kind, weights, tmp):
+            _write_small_files(kind, tmp, _cut_config(kind, text_layers, vision_blocks), dtype, tokenizer)
+        else:
+            build_shaped_checkpoint(kind, tmp, text_layers=text_layers, vision_blocks=vision_blocks, dtype=dtype,
+                                    seed=seed)
+        (tmp / MARKER).write_text(json.dumps({"weights": weights}) + "\n")
+        os.chmod(tmp, 0o755)
         try:
             os.rename(tmp, target)
         except OSError:
