@@ -29,7 +29,7 @@ done
 # measures torchcodec (NVDEC) and PyAV; the DALI path stays untested (see README).
 
 if [ "${NATIVE:-1}" != "0" ]; then  # tempo_fast._C with its CUDA kernels (sm_90a); optional
-  timeout 150 env TEMPO_FAST_NATIVE=1 python3 setup.py -q build_ext --inplace >"$OUT/native_build.log" 2>&1 \
+  timeout 120 env TEMPO_FAST_NATIVE=1 python3 setup.py -q build_ext --inplace >"$OUT/native_build.log" 2>&1 \
     || echo "gpu_suite.sh: native build failed or timed out (see native_build.log); the suite runs without it"
 fi
 
