@@ -8,8 +8,9 @@
 
 Stages (benchmarks/gpu_stages.py) run in order, each under its own time budget (seconds, plus
 whatever earlier stages left unused, never taking from the stages after it) and a global
-deadline; a stage that fails, times out or lacks what it needs is recorded and the suite goes on. Benchmarks run as subprocesses with their rows redirected to a work folder; at the end
-every new row goes to one long-format `results.csv` (benchmarks/common.py FIELDS plus `file`, the
+deadline; a stage that fails, times out or lacks what it needs is recorded and the suite goes on.
+Benchmarks run as subprocesses with their rows redirected to a work folder; at the end every new
+row goes to one long-format `results.csv` (benchmarks/common.py FIELDS plus `file`, the
 benchmarks/results/ CSV it belongs to). The GPU tool returns at most 8 files, so $OUT holds:
 summary.md (printed last), results.csv, suite.log (every stage's output), stages.json,
 gpu_tests.xml (JUnit) and env.txt.
@@ -224,14 +225,16 @@ def run_suite(ctx: Context, only: list[str] | None = None, skip: list[str] | Non
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", default=os.environ.get("OUT"), help="folder for the files that come back (default: $OUT)")
+    parser.add_argument("--out", default=os.environ.get("OUT"),
+                        help="folder for the files that come back (default: $OUT)")
     parser.add_argument("--device", default="cuda", help="cuda (the real run) or cpu (with --dry-run)")
     parser.add_argument("--dry-run", action="store_true", help="toy sizes and plan checks (CPU, for CI)")
     parser.add_argument("--budget", type=float, default=DEFAULT_BUDGET_S, help="seconds for the whole suite")
     parser.add_argument("--only", nargs="+", help="run only these stages")
     parser.add_argument("--skip", nargs="+", help="skip these stages")
     parser.add_argument("--work", help="scratch folder (default: a temporary one)")
-    parser.add_argument("--import-results", metavar="CSV", help="append a run's results.csv to benchmarks/results/ and exit")
+    parser.add_argument("--import-results", metavar="CSV",
+                        help="append a run's results.csv to benchmarks/results/ and exit")
     args = parser.parse_args(argv)
     if args.import_results:
         return import_results(args.import_results)

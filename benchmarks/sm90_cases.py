@@ -119,7 +119,8 @@ def grpo_loss_cases():
         logps = meta(batch, length + view, dtype=dtype, grad=grad)
         logps = logps[:, :length] if view else logps
         loss, _ = grpo_loss(logps, meta(batch, length, dtype=dtype) if old else None, meta(batch),
-                            meta(batch, length, dtype=mask), ref_logps=meta(batch, length, dtype=dtype) if beta else None,
+                            meta(batch, length, dtype=mask),
+                            ref_logps=meta(batch, length, dtype=dtype) if beta else None,
                             beta=beta, backend="triton", **kw)
         if grad:
             loss.backward()
@@ -154,7 +155,8 @@ def saa_scores_cases():
     from tempo_fast.ops import saa_scores
 
     frames = (256, 224, 224, 3)
-    yield "saa_scores contiguous", "256x224x224x3", lambda: saa_scores(meta(*frames, dtype=torch.uint8), backend="triton")
+    yield "saa_scores contiguous", "256x224x224x3", lambda: saa_scores(
+        meta(*frames, dtype=torch.uint8), backend="triton")
     yield "saa_scores channels-first", "256x3x224x224 view", lambda: saa_scores(
         meta(*frames, dtype=torch.uint8).permute(0, 3, 1, 2), channels_last=False, backend="triton")
     yield "saa_scores crop", "256x224x224x3[:, 7:201, 3:220]", lambda: saa_scores(

@@ -30,7 +30,6 @@ import importlib
 import io
 import json
 import multiprocessing
-import os
 import re
 import sys
 import time

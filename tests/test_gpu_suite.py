@@ -36,7 +36,8 @@ def test_dry_run_passes_every_stage(dry_run):
         line = next(l for l in table.splitlines() if l.startswith(f"| {name} |"))
         status = line.split("|")[2].strip()
         shapes_missing = name == "training" and not (ROOT / "tempo_fast" / "model" / "shapes.py").exists()
-        assert status.startswith("skipped: tempo_fast.model.shapes" if shapes_missing else "ok"), f"stage {name}: {status}"
+        expected = "skipped: tempo_fast.model.shapes" if shapes_missing else "ok"
+        assert status.startswith(expected), f"stage {name}: {status}"
     assert sum(s.budget for s in gpu_stages.plan(None)) <= gpu_suite.DEFAULT_BUDGET_S
 
 
@@ -120,8 +121,8 @@ def test_bench_runner_redirects_rows_and_reads_headlines(tmp_path):
     script = tmp_path / "bench_fake.py"
     script.write_text(
         "import sys\nfrom benchmarks.common import append_rows\n"
-        "rows = [dict(what='op', provider=p, mode='fwd', shape='N=1', dtype='bf16', metric='time', median=m, unit='ms')\n"
-        "        for p, m in (('torch', 3.0), ('ours', 1.5))]\n"
+        "base = dict(what='op', mode='fwd', shape='N=1', dtype='bf16', metric='time', unit='ms')\n"
+        "rows = [dict(base, provider=p, median=m) for p, m in (('torch', 3.0), ('ours', 1.5))]\n"
         "append_rows('fake.csv', rows + [dict(rows[0], metric='rate', median=7.0, unit='TFLOP/s')])\n"
         "sys.exit(int(sys.argv[1]))\n")
     ctx = _context(tmp_path)

@@ -41,7 +41,8 @@ def compiled(tmp_path_factory):
     done = subprocess.run([sys.executable, "-m", "benchmarks.sm90_compile", "--no-csv", "--json", str(out)],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     if not out.exists():
-        pytest.fail(f"sm90_compile wrote no report (exit {done.returncode}):\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}")
+        pytest.fail(f"sm90_compile wrote no report (exit {done.returncode}):\n"
+                    f"{done.stdout[-4000:]}\n{done.stderr[-4000:]}")
     return json.loads(out.read_text())
 
 
@@ -111,9 +112,10 @@ def test_ptxas_log_parsing():
 
 
 def test_dot_and_load_counting():
-    ttir = ("%a = tt.dot %h, %w, %acc, inputPrecision = tf32 : tensor<64x32xf32> * tensor<32x128xf32> -> tensor<64x128xf32>\n"
-            "%b = tt.dot %h, %w, %acc : tensor<64x32xf32> * tensor<32x128xf32> -> tensor<64x128xf32>\n"
-            "%c = tt.dot %h, %w, %acc : tensor<64x64xbf16> * tensor<64x128xbf16> -> tensor<64x128xf32>\n")
+    out = " -> tensor<64x128xf32>\n"
+    ttir = ("%a = tt.dot %h, %w, %acc, inputPrecision = tf32 : tensor<64x32xf32> * tensor<32x128xf32>" + out
+            + "%b = tt.dot %h, %w, %acc : tensor<64x32xf32> * tensor<32x128xf32>" + out
+            + "%c = tt.dot %h, %w, %acc : tensor<64x64xbf16> * tensor<64x128xbf16>" + out)
     assert count_dots(ttir) == (3, 2)
     ptx = ("\t@%p3 ld.global.v4.b32 { %r25, %r26, %r27, %r28 }, [ %rd17 + 0 ];\n"
            "\tld.global.b64 { %rd5 }, [ %rd6 + 0 ];\n"
