@@ -9,10 +9,14 @@ Providers, all measured in the same run:
   trl         trl.trainer.utils.selective_log_softmax (when trl is installed; selective only)
   liger       CUDA only: liger's fused_selective_log_softmax (forward only) for selective;
               LigerFusedLinearCrossEntropyLoss(reduction="none"), which returns -logp, for fused linear
+  torch_lce   fused linear only: -torch.nn.functional.linear_cross_entropy(reduction="none"),
+              chunked (options=LinearCrossEntropyOptions()); new in torch 2.13
+  cce         fused linear only: -cut_cross_entropy.linear_cross_entropy(reduction="none"), impl
+              "torch_compile" on CPU, "cce" (its Triton kernels) on CUDA
   tempo_fast  tempo_fast.ops with the default backend for the device
 
 Each provider is checked against a float64 reference on the first shape before it is timed; one
-that disagrees is reported and not timed. The machine's copy bandwidth is measured in the same
+that disagrees or raises is reported, gets a `check_failed` row and is not timed. The machine's copy bandwidth is measured in the same
 run and written as its own row, so GB/s figures can be read as a fraction of it.
 
     python benchmarks/bench_logprobs.py                     # CPU-size defaults
@@ -66,6 +70,19 @@ def selective_providers(device: torch.device) -> dict:
 
 def fused_providers(device: torch.device) -> dict:
     providers = {"torch": _torch_fused, "tempo_fast": ops.fused_linear_logprobs}
+    if hasattr(torch.nn.functional, "linear_cross_entropy"):
+        chunked = torch.nn.LinearCrossEntropyOptions()
+        providers["torch_lce"] = lambda hidden, weight, ids: -torch.nn.functional.linear_cross_entropy(
+            hidden, weight, ids, reduction="none", options=chunked).float()
+    else:
+        print(f"  torch_lce provider skipped: torch {torch.__version__} has no linear_cross_entropy")
+    try:
+        from cut_cross_entropy import linear_cross_entropy as cce_loss
+        impl = "cce" if device.type == "cuda" else "torch_compile"
+        providers["cce"] = lambda hidden, weight, ids: -cce_loss(hidden, weight, ids, reduction="none",
+                                                                 impl=impl).float()
+    except Exception as exc:
+        print(f"  cce provider skipped: {exc}")
     if device.type == "cuda":
         try:
             from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
@@ -76,15 +93,35 @@ def fused_providers(device: torch.device) -> dict:
     return providers
 
 
-def _check(name, fn, inputs, reference, dtype) -> bool:
-    with torch.no_grad():
-        out = fn(*inputs).double()
+def _reference(ref_fn, inputs):
+    """float64 output of ref_fn and the gradients of its sum in the float inputs."""
+    leaves = [t.detach().double().requires_grad_() if t.is_floating_point() else t for t in inputs]
+    out = ref_fn(leaves)
+    grads = torch.autograd.grad(out.sum(), [t for t in leaves if t.is_floating_point()])
+    return out.detach(), grads
+
+
+def _check(name, fn, inputs, reference, dtype, with_grad=True) -> str | None:
+    """None when fn's output (and, with_grad, its gradients) match float64, else what went wrong."""
     tol = 1e-3 if dtype == torch.float32 else 6e-2
-    err = (out - reference).abs().max().item()
-    if not err <= tol * max(1.0, reference.abs().max().item()):
-        print(f"  {name}: max error {err:.3g} against float64 exceeds {tol}: not timed")
-        return False
-    return True
+    want, want_grads = reference
+    try:
+        with torch.set_grad_enabled(with_grad):
+            out = fn(*inputs)
+            grads = torch.autograd.grad(out.sum(), [t for t in inputs if t.is_floating_point()]) if with_grad else ()
+    except Exception as exc:
+        failure = f"{type(exc).__name__}: {str(exc)[:200]}"
+    else:
+        err = (out.double() - want).abs().max().item()
+        rel = [float((g.double() - w).norm() / w.norm().clamp(min=1e-30)) for g, w in zip(grads, want_grads)]
+        if not err <= tol * max(1.0, want.abs().max().item()):
+            failure = f"max error {err:.3g} against float64 exceeds {tol}"
+        elif not all(r <= 10 * tol for r in rel):
+            failure = f"gradient relative errors {', '.join(f'{r:.3g}' for r in rel)} exceed {10 * tol}"
+        else:
+            return None
+    print(f"  {name}: {failure}: not timed")
+    return failure
 
 
 def bench_one(what, provider, fn, make_inputs, mode, device, shape, dtype_name, bytes_read):
@@ -148,9 +185,18 @@ def run(device: torch.device, sizes: list[int], hidden: int, vocab: int, dtype_n
          lambda x: _torch_fused(x[0].double(), x[1].double(), x[2])),
     ):
         probe = inputs_for(min(sizes))()
-        with torch.no_grad():
-            reference = ref(probe)
-        good = {name: fn for name, fn in providers.items() if _check(name, fn, probe, reference, dtype)}
+        reference = _reference(ref, probe)
+        good = {}
+        for name, fn in providers.items():
+            # liger's selective kernel has no backward: its forward only is checked (and timed)
+            failure = _check(name, fn, probe, reference, dtype,
+                             with_grad=not (name == "liger" and what == "selective_logprobs"))
+            if failure is None:
+                good[name] = fn
+            else:
+                rows.append(dict(what=what, provider=name, mode="fwd+bwd", shape=f"N={min(sizes)}", dtype=dtype_name,
+                                 metric="check_failed", median=float("nan"), unit=failure,
+                                 device=common.device_name(device)))
         del probe, reference
         for n in sizes:
             shape = f"N={n},V={vocab}" if what == "selective_logprobs" else f"N={n},H={hidden},V={vocab}"

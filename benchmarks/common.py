@@ -39,7 +39,7 @@ def versions() -> str:
     from importlib import metadata
 
     parts = []
-    for name in ("torch", "triton", "numba", "liger-kernel", "trl", "transformers", "torchcodec"):
+    for name in ("torch", "triton", "numba", "liger-kernel", "trl", "transformers", "torchcodec", "cut-cross-entropy"):
         try:
             parts.append(f"{name}={metadata.version(name)}")
         except metadata.PackageNotFoundError:
@@ -120,6 +120,39 @@ def _cpu_peak_bytes(fn) -> int:
     base = _status_kib("VmRSS")
     fn()
     return max(0, _status_kib("VmHWM") - base) * 1024
+
+
+def rss_growth_bytes(fn, *, first_call: bool = False) -> tuple[int, bool]:
+    """CPU peak for a process that runs one provider (see bench_grpo_loss's child mode).
+
+    first_call=True: ru_maxrss after fn() minus the resident set before it, with nothing reset:
+    meant for the process's first call (it then includes one-time costs: code pages, JIT). Valid
+    when fn() raised the high-water mark; the flag returned says whether it did (else the figure
+    is an upper bound). first_call=False: the high-water mark (VmHWM) is reset first (Linux
+    clear_refs) and its growth over fn() returned, flag True. (ru_maxrss keeps the old mark once
+    any thread of the process has exited, so it cannot be reset.) Freed buffers are handed back
+    to the OS before either."""
+    import gc
+    import resource
+
+    gc.collect()
+    _unmap_freed_buffers()
+    if not first_call:
+        return _cpu_peak_bytes(fn), True
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    base = _status_kib("VmRSS")
+    fn()
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return max(0, after - base) * 1024, after > before
+
+
+def gemm_tflops(device: torch.device | str, dtype: torch.dtype, n: int) -> float:
+    """Measured rate (TFLOP/s) of one n x n x n matmul in dtype on device right now."""
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    out = torch.empty_like(a)
+    ms = time_ms(lambda: torch.mm(a, b, out=out), device)
+    return 2 * n ** 3 / (ms * 1e-3) / 1e12
 
 
 def memory_bandwidth_gbs(device: torch.device | str, nbytes: int = 1 << 28) -> float:
