@@ -7,7 +7,7 @@ the launchers would make on an H200 at that shape is recorded: the benchmark sha
 N=8192, V=152064; grpo_loss B=8 x T=1024; group_advantages; saa_scores 256x224x224x3), every
 dtype and dot precision (bf16, fp16, fp32 with TF32, fp32 IEEE), the optional inputs that change a
 kernel's constexprs, and awkward sizes (V = 151936, 129920 and 151665, N = 1 and 65,537, strided
-views). A new Triton kernel behind one of these ops is picked up with no change here; a new op
+views, and a small V where selective_logprobs picks 4 warps). A new Triton kernel behind one of these ops is picked up with no change here; a new op
 needs one case function.
 
 Labels read "<op> <config>"; the first word is the op.
@@ -102,7 +102,7 @@ def selective_logprobs_cases():
         dtype = PRECISIONS[precision][0]
         yield f"selective_logprobs {precision.removesuffix('-ieee')}", f"N={N} V={V}", \
             lambda d=dtype: run(meta(N, V, dtype=d, grad=True))
-    for n, vocab in ((N, 151936), (N, 129920), (7, 151665), (1, V), (65537, V)):
+    for n, vocab in ((N, 151936), (N, 129920), (7, 151665), (1, V), (65537, V), (64, 1000)):  # V < 2048: 4 warps
         yield "selective_logprobs bf16 awkward", f"N={n} V={vocab}", \
             lambda n=n, v=vocab: run(meta(n, v, dtype=torch.bfloat16, grad=True))
 
