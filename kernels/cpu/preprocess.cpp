@@ -1,9 +1,10 @@
 // Fused video preprocessing on the CPU: uint8 frames -> Qwen2-VL `pixel_values_videos`.
 //
 // tempo_fast::preprocess_video(frames, channels_last, height, width, temporal_patch_size,
-//                              patch_size, merge_size, shift, scale, dtype, quantize)
+//                              patch_size, merge_size, shift, scale, dtype, quantize, isa=-1)
 //   frames  uint8 [T, C, H, W] (channels_last=false) or [T, H, W, C] (true), any strides
 //   shift, scale  float32 [C]: output = (pixel - shift[c]) / scale[c] in float32, then `dtype`
+//   quantize  must be true here (this is the uint8 path); isa  -1 best, 0 scalar, 1+ AVX2
 //   returns [grid_t * gh * gw, C * tp * p * p] in dtype (float32, bfloat16 or float16), rows in
 //   Qwen's patch order (see tempo_fast/video/preprocess.py); odd T repeats the last frame.
 //
@@ -16,11 +17,12 @@
 // [0, 255]. Since a resized pixel is one of 256 values per channel, rescale + normalise + cast is
 // a 256-entry table per channel, computed with the same float32 operations as torch.
 //
-// Work: (frame, band of output rows) items over at::parallel_for; each item runs the horizontal
-// pass on the input rows its band needs into a planar uint8 buffer, the vertical pass row by row
-// (int32 accumulators, vectorised over the row; an AVX2 build of the loop is chosen at run time),
-// and writes each output row straight into its patches: the output is written once (on huge
-// pages where the kernel allows: advise_huge_pages).
+// Work: (frame, band of output rows) items taken one at a time by at::parallel_for's threads.
+// Each item packs the source rows its band needs (any strides) and runs the horizontal pass on
+// them (AVX2: 4 taps of an RGB pixel row per multiply-add; scalar otherwise) into rows of packed
+// uint8 pixels, then the vertical pass row by row (int32 accumulators over the whole row, an AVX2
+// build chosen at run time), and writes each output row straight into its patches through the
+// table: the output is written once (on huge pages where the kernel allows: advise_huge_pages).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <c10/util/BFloat16.h>
@@ -31,6 +33,7 @@
 #include <sys/mman.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -283,10 +286,14 @@ void run(const Geometry& g, const uint8_t* src, const float* shift, const float*
   const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
   const int64_t bands = std::min<int64_t>(g.h, std::max<int64_t>(1, (4 * threads + g.T - 1) / g.T));
   const int64_t band_rows = (g.h + bands - 1) / bands;
-  at::parallel_for(0, g.T * bands, 1, [&](int64_t begin, int64_t end) {
+  // Items are handed out one by one (an atomic counter), not split up front: on a loaded machine
+  // a descheduled thread then delays its current item only, not a fixed half of the work.
+  const int64_t items = g.T * bands;
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, std::min(threads, items), 1, [&](int64_t, int64_t) {
     std::vector<uint8_t> line(in_row + kRowPad, 0), mid, row(out_row + kRowPad);
     std::vector<int32_t> acc(out_row);
-    for (int64_t item = begin; item < end; ++item) {
+    for (int64_t item; (item = next.fetch_add(1, std::memory_order_relaxed)) < items;) {
       const int64_t f = item / bands, y0 = (item % bands) * band_rows;
       const int64_t y1 = std::min(g.h, y0 + band_rows);
       if (y0 >= y1) continue;
