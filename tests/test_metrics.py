@@ -193,8 +193,9 @@ def test_bad_windows_name_the_query():
         mr([pred(7, [[10, 5, 1.0]])], [gt(7, [[0, 10]])], strict=True)
     with pytest.raises(ValueError, match="ground truth qid 7.*finite start <= end"):
         mr([pred(7, [[0, 5, 1.0]])], [gt(7, [[10, 0]])])
-    with pytest.raises(ValueError, match="qid 7: a window must be"):
-        mr([pred(7, [[0, "5", 1.0]])], [gt(7, [[0, 10]])])
+    for bad in ([0, "5", 1.0], [None, 5.0], [0.0, True], 5.0, "abc"):
+        with pytest.raises(ValueError, match="qid 7: a window must be"):
+            mr([pred(7, [[0.0, 1.0, 0.5], bad])], [gt(7, [[0, 10]])])
     with pytest.raises(ValueError, match="qid 7"):
         mr([pred(7, [[1, 2, 3, 4]])], [gt(7, [[0, 10]])])
     with pytest.raises(ValueError, match="qid 7 has no 'pred_relevant_windows'"):

@@ -113,24 +113,41 @@ def align(predictions, ground_truth, missing: str) -> tuple[list[Mapping], list[
 
 
 def _is_number(x) -> bool:
-    return isinstance(x, numbers.Real) and not isinstance(x, bool)
+    kind = type(x)
+    return kind is float or kind is int or (isinstance(x, numbers.Real) and kind is not bool)
+
+
+def _bad_window(w) -> bool:
+    return not isinstance(w, (list, tuple)) or len(w) not in (2, 3) or not all(map(_is_number, w))
 
 
 def pack_windows(records: list[Mapping], key: str, qids: list, limit: int | None, what: str) -> tuple[np.ndarray, np.ndarray]:
     """Windows `[[s, e(, score)], ...]` of each record (the first `limit`) as a NaN-padded
     `[Q, N, 3]` float64 array and counts `[Q]`; a missing score is NaN. Bounds must be numbers."""
-    flat, counts = [], []
+    flat, counts, lists = [], [], []
     for record, qid in zip(records, qids):
         windows = [] if record.get("refused") else record.get(key)
         if windows is None:
             raise ValueError(f"{what} qid {qid!r} has no {key!r}")
         windows = list(windows)[:limit]
+        lists.append(windows)
         for w in windows:
-            if not isinstance(w, (list, tuple)) or len(w) not in (2, 3) or not all(map(_is_number, w)):
-                raise ValueError(f"{what} qid {qid!r}: a window must be [start, end] or [start, end, score] "
-                                 f"numbers, got {w!r}")
-            flat.append((w[0], w[1], w[2] if len(w) == 3 else math.nan))
+            if not isinstance(w, (list, tuple)):
+                flat.append(None)
+            elif len(w) == 3:
+                flat.append(w)
+            elif len(w) == 2:
+                flat.append((w[0], w[1], math.nan))
+            else:
+                flat.append(None)  # found below
         counts.append(len(windows))
+    # one pass over the element types in C; the per-window search only when one is not a number
+    if not {type(x) for w in flat if w is not None for x in w} <= {float, int} or None in flat:
+        for windows, qid in zip(lists, qids):
+            for w in windows:
+                if _bad_window(w):
+                    raise ValueError(f"{what} qid {qid!r}: a window must be [start, end] or [start, end, score] "
+                                     f"numbers, got {w!r}")
     counts = np.asarray(counts, dtype=np.int64)
     width = max(int(counts.max(initial=0)), 1)
     out = np.full((len(records), width, 3), np.nan)
