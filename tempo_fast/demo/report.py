@@ -52,7 +52,7 @@ def format_markdown(reports: list) -> str:
     first = reports[0]
     setup, machine = first["setup"], first.get("machine", {})
     counts = setup["eval_counts"]
-    lines = [f"Held-out `{setup['eval_split']}` split: {counts['relevant']} relevant queries, "
+    lines = [f"Started from `{setup['config'].get('model')}`. Held-out `{setup['eval_split']}` split: {counts['relevant']} relevant queries, "
              f"{counts['irrelevant']} irrelevant and {counts['partial']} partially irrelevant ones "
              f"({setup.get('swapped_count', '?')} swapped); percent, 95% bootstrap intervals "
              f"({setup['config'].get('bootstrap')} resamples, seed {setup['config']['seed']}).", "",
