@@ -13,9 +13,9 @@ Qwen2VLVideoProcessor, on decoded frames, in frames/s and GB/s next to the memor
    Checked first: native and torch bit-equal, and both bit-equal to the processor's output.
 3. Timing: rounds of one call per provider, interleaved (the processor in its own process,
    answering one call per request), so every provider sees the same machine load; the median
-   over --reps rounds, and the speedup as the median of per-round ratios. GB/s = (uint8 frames read + pixel_values written) / time, against the
-   copy bandwidth (common.memory_bandwidth_gbs: read + write) measured in the same run. The
-   spread (min-max over rounds) is printed.
+   over --reps rounds, and the speedup as the median of per-round ratios. GB/s = (uint8 frames
+   read + pixel_values written) / time, against the copy bandwidth (common.memory_bandwidth_gbs:
+   read + write) measured in the same run. The spread (min-max over rounds) is printed.
 
     python benchmarks/bench_preprocess.py                        # 32 x 720p, default budget
     python benchmarks/bench_preprocess.py --frames 16 --resolution 360p

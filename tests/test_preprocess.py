@@ -310,7 +310,8 @@ def test_video_inputs_bf16_output(backend):
         native_or_skip()
     data = _frames(2, 40, 40)
     out32 = video_inputs((data, [0.0, 0.5]), size=(28, 28), backend=backend)["pixel_values_videos"]
-    out16 = video_inputs((data, [0.0, 0.5]), size=(28, 28), dtype=torch.bfloat16, backend=backend)["pixel_values_videos"]
+    out16 = video_inputs((data, [0.0, 0.5]), size=(28, 28), dtype=torch.bfloat16,
+                         backend=backend)["pixel_values_videos"]
     assert out16.dtype == torch.bfloat16
     assert torch.equal(out16, out32.to(torch.bfloat16))
 

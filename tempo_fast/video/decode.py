@@ -27,8 +27,9 @@ approximate decode fails, it is retried once in exact mode with a warning; for w
 of files whose header has no frame count (Matroska/WebM), exact mode is used.
 
 Bad input raises `VideoError` (a ValueError) naming the file and the problem: empty file, an
-image, a text file (FFmpeg's tty demuxer would render it as ANSI art) or other non-video file, truncated or corrupt data, no video stream, zero frames. A missing
-file raises FileNotFoundError. Timestamps outside the stream are clamped to it, with a warning
+image, a text file (FFmpeg's tty demuxer would render it as ANSI art) or other non-video file,
+truncated or corrupt data, no video stream, zero frames. A missing file raises
+FileNotFoundError. Timestamps outside the stream are clamped to it, with a warning
 giving the file, the count and the range. torchcodec 0.13 was fuzzed with 2,700 corrupted files
 (truncation, random and zeroed byte runs, bit flips; H.264, HEVC, VP9, MPEG-4; mp4/mkv/webm):
 every one decoded or raised a Python exception within 50 ms, none crashed or hung, so decoding
