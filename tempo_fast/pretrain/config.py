@@ -34,6 +34,7 @@ class PretrainConfig:
     steps: int = 8000                          # optimizer steps
     text_steps: int = 800                      # curriculum: text evidence without video until this step
     evidence_steps: int = 2500                 # curriculum: text evidence beside the video until this step
+    text_stage_video: float = 0.4              # share of video tasks (caption, colour, shape) in the text stage
     batch_size: int = 16                       # clips (sequences) per step
     questions_per_clip: int = 4                # chat turns per sequence: one video, several questions
     lr: float = 3e-3                           # peak learning rate (AdamW)

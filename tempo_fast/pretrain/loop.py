@@ -48,6 +48,10 @@ def draw_batch(cfg, vl, clips, train_idx: list[int], step: int) -> list:
     """The Examples of optimizer step `step` (a pure function of cfg.seed and step)."""
     rng = random.Random(cfg.seed * 1_000_003 + step)
     mix = STAGES[stage_of(cfg, step)]
+    if stage_of(cfg, step) == "text" and cfg.text_stage_video != 0.4:  # reweight its video tasks
+        mix = [(w if not video else w * cfg.text_stage_video / 0.4, kinds, video, evidence)
+               for w, kinds, video, evidence in mix]
+        mix = [m for m in mix if m[0] > 0]
     out = []
     while len(out) < cfg.batch_size:
         _, kinds, video, evidence = rng.choices(mix, weights=[m[0] for m in mix])[0]

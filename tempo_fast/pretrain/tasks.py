@@ -2,17 +2,19 @@
 
 Not the grounding answer format (that is what SFT and PIR-GRPO teach): the answers are words.
 Each task is a `Task(kind, question, answer, video, evidence)`:
-- "caption":  "Describe the video." -> the clip's events in time order, "the red circle moves; the
-  blue square appears" (objects that do nothing: "the green diamond stays");
+- "caption":  "Describe the video." -> the clip's events in time order, "the small red circle moves;
+  the large blue square appears" (objects that do nothing: "the small green diamond stays");
 - "colour":   "What colour is the circle?" -> "red" (a shape only one object has, that object never
   changes colour);
 - "shape":    "What shape is the red object?" -> "circle" (a colour only one object ever shows);
 - "exists":   "Is there a red circle? Answer yes or no." -> "yes" / "no";
 - "event":    "Query: the red circle moves\\nDoes it happen? Answer yes or no." -> "yes" / "no", the
   grounding prompt's own query line: the comparison of a query with the clip that refusing needs.
-Negatives of the yes/no tasks are half "near" (one word of a true one swapped: colour, shape,
+Negatives of the yes/no tasks are half "near" (one word of a true query swapped: colour, shape,
 action, size or target colour, checked against every event with `synthetic.matches`) and half
-"far" (an object the clip does not have). Answers are balanced yes / no.
+"far" (a true query's action done by an object the clip does not have), built from the clip's own
+queries so that the query text alone predicts the answer as little as possible. Answers are
+balanced yes / no.
 
 Text evidence (the curriculum's first stages): `evidence=True` writes the caption as text,
 "Objects: <caption>.\\n", before the question, with (`video=True`) or without the video.
@@ -26,6 +28,7 @@ from tempo_fast.data.synthetic import ACTIONS, COLOURS, SHAPES, SIZES, matches, 
 
 YES, NO = "yes", "no"
 ASK_YES_NO = "Answer yes or no."
+EVENT_INSTRUCTION = f"Does it happen? {ASK_YES_NO}"  # after the query line, as the grounding instruction
 CAPTION_QUESTION = "Describe the video."
 KINDS = ("caption", "colour", "shape", "exists", "event")
 YES_NO_KINDS = ("exists", "event")
@@ -45,10 +48,10 @@ class Task:
 def caption(plan: dict) -> str:
     """The clip's events in time order as query sentences, `; `-separated."""
     events = sorted(plan["events"], key=lambda e: (e["start"], e["object"]))
-    parts = [query_text({"colour": e["colour"], "shape": e["shape"], "action": e["action"],
+    parts = [query_text({"size": e["size"], "colour": e["colour"], "shape": e["shape"], "action": e["action"],
                          "target": e["target"]}) for e in events]
     busy = {e["object"] for e in events}
-    parts += [f"the {o['colours'][0]} {o['shape']} stays" for o in plan["objects"] if o["id"] not in busy]
+    parts += [f"the {o['size']} {o['colours'][0]} {o['shape']} stays" for o in plan["objects"] if o["id"] not in busy]
     return "; ".join(parts)
 
 
@@ -58,7 +61,7 @@ def _pairs(plan: dict) -> set[tuple[str, str]]:
 
 
 def _event_question(query: str) -> str:
-    return f"Query: {query}\nDoes it happen? {ASK_YES_NO}"
+    return f"Query: {query}\n{EVENT_INSTRUCTION}"
 
 
 def _exists_question(colour: str, shape: str) -> str:
@@ -69,49 +72,52 @@ def _happens(plan: dict, fields: dict) -> bool:
     return any(matches(fields, e) for e in plan["events"])
 
 
+# how often each action is a query's in the pretraining clips (move 0.48, appear 0.22, change 0.16,
+# disappear 0.14): a swapped-in action is drawn by these weights, so that a query's action says as
+# little about its answer as possible
+_ACTION_WEIGHTS = {"move": 0.48, "appear": 0.22, "change": 0.16, "disappear": 0.14}
+
+
 def _near_event_negative(plan: dict, rng: random.Random) -> dict | None:
-    """A true event's fields with one word swapped so that nothing in the clip matches."""
+    """A true query's fields with one word swapped so that nothing in the clip matches."""
     for _ in range(20):
-        e = rng.choice(plan["events"])
-        fields = {"size": e["size"] if rng.random() < 0.3 else None, "colour": e["colour"], "shape": e["shape"],
-                  "action": e["action"], "target": e["target"]}
-        slot = rng.choice(["colour", "shape", "action", "action", "size", "target"])
+        fields = dict(rng.choice(plan["queries"])["fields"])
+        slot = rng.choice(["colour", "shape", "action", "size", "target"])
         if slot == "colour":
-            fields["colour"] = rng.choice([c for c in COLOURS if c != e["colour"]])
+            fields["colour"] = rng.choice([c for c in COLOURS if c != fields["colour"]])
         elif slot == "shape":
-            fields["shape"] = rng.choice([s for s in SHAPES if s != e["shape"]])
-        elif slot == "size":
-            fields["size"] = next(s for s in SIZES if s != e["size"])
-        elif slot == "target" and e["action"] == "change":
-            fields["target"] = rng.choice([c for c in COLOURS if c not in (e["colour"], e["target"])])
+            fields["shape"] = rng.choice([s for s in SHAPES if s != fields["shape"]])
+        elif slot == "size" and fields["size"]:
+            fields["size"] = next(s for s in SIZES if s != fields["size"])
+        elif slot == "target" and fields["action"] == "change":
+            fields["target"] = rng.choice([c for c in COLOURS if c not in (fields["colour"], fields["target"])])
         else:
-            fields["action"] = rng.choice([a for a in ACTIONS if a != e["action"]])
+            others = [a for a in _ACTION_WEIGHTS if a != fields["action"]]
+            fields["action"] = rng.choices(others, weights=[_ACTION_WEIGHTS[a] for a in others])[0]
             fields["target"] = (rng.choice([c for c in COLOURS if c != fields["colour"]])
                                 if fields["action"] == "change" else None)
-        if fields["colour"] == fields["target"]:
-            continue
-        if not _happens(plan, fields):
+        if fields["colour"] != fields["target"] and not _happens(plan, fields):
             return fields
     return None
 
 
 def _far_event_negative(plan: dict, rng: random.Random) -> dict:
+    """A true query's action (and size word, target) about an object the clip does not have."""
     present = _pairs(plan)
-    absent = [(c, s) for c in COLOURS for s in SHAPES if (c, s) not in present]
-    colour, shape = rng.choice(absent)
-    action = rng.choice(list(ACTIONS))
-    target = rng.choice([c for c in COLOURS if c != colour]) if action == "change" else None
-    return {"size": rng.choice(list(SIZES)) if rng.random() < 0.3 else None, "colour": colour, "shape": shape,
-            "action": action, "target": target}
+    fields = dict(rng.choice(plan["queries"])["fields"])
+    absent = [(c, s) for c in COLOURS for s in SHAPES if (c, s) not in present and c != fields["target"]]
+    fields["colour"], fields["shape"] = rng.choice(absent)
+    return fields
 
 
 def event_task(plan: dict, rng: random.Random, answer: str) -> Task | None:
-    """A yes/no question about one event (answer "yes": one of the clip's queries)."""
+    """A yes/no question about one event (answer "yes": one of the clip's queries; "no": half a
+    true query with one word swapped, half a true query's action done by an absent object)."""
+    if not plan["queries"]:
+        return None
     if answer == YES:
-        if not plan["queries"]:
-            return None
         return Task("event", _event_question(rng.choice(plan["queries"])["query"]), YES)
-    fields = _near_event_negative(plan, rng) if plan["events"] and rng.random() < 0.5 else None
+    fields = _near_event_negative(plan, rng) if rng.random() < 0.5 else None
     fields = fields or _far_event_negative(plan, rng)
     return Task("event", _event_question(query_text(fields)), NO)
 
@@ -167,12 +173,12 @@ def make_task(plan: dict, kind: str, rng: random.Random, *, video: bool = True, 
 
 def vocabulary_lines() -> list[str]:
     """Pretraining text for the tiny tokenizer's corpus (questions, answers, captions)."""
-    lines = [CAPTION_QUESTION, ASK_YES_NO, YES, NO, " yes", " no", "Objects: ", "Does it happen? Answer yes or no.",
+    lines = [CAPTION_QUESTION, ASK_YES_NO, YES, NO, " yes", " no", "Objects: ", EVENT_INSTRUCTION,
              "the green diamond stays; the red circle moves."]
     for colour in COLOURS:
         lines.append(f"What shape is the {colour} object?")
         for shape in SHAPES:
             lines.append(_exists_question(colour, shape))
-            lines.append(f"the {colour} {shape} stays")
+            lines += [f"the {size} {colour} {shape} stays" for size in SIZES]
     lines += [f"What colour is the {shape}?" for shape in SHAPES]
     return lines
