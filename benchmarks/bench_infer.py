@@ -1,27 +1,36 @@
-"""Grounding inference throughput: the rollout engine (one shared prefill for G samples) against
-plain transformers `generate(num_return_sequences=G)` (the prompt and its video prefilled G
-times), plus `tempo_fast.infer.predict` end to end (decode + SAA + prompt + greedy and G sampled
-answers per query, with and without prefetching workers).
+"""Grounding inference throughput: the batched rollout engine (B prompts x G samples per forward)
+against the one-prompt engine (one shared prefill for G samples, a prompt at a time) and plain
+transformers `generate(num_return_sequences=G)` (the prompt and its video prefilled G times, a
+prompt at a time), on the same Q prompts; then `tempo_fast.infer.predict` end to end (decode +
+SAA + prompt + greedy and G sampled answers per query) at `--batch-size` 1 and B, each with and
+without prefetching workers, with its time breakdown.
 
     python benchmarks/bench_infer.py                  # CPU, the tiny preset, short synthetic clips
-    python benchmarks/bench_infer.py --gpu-7b         # CUDA, bf16, a random model of Qwen2.5-VL-7B's shape
+    python benchmarks/bench_infer.py --device cuda    # CUDA, bf16, a random model of Qwen2.5-VL-7B's shape
 
-`--gpu-7b` builds Qwen2.5-VL-7B's architecture from its config alone (text: hidden 3584, 28 layers,
-28 heads, 4 kv heads, intermediate 18944, vocabulary 152064; vision: depth 32, hidden 1280, 16
-heads, intermediate 3420, windowed attention with full attention at blocks 7/15/23/31), randomly
-initialised directly on the GPU (no weights are downloaded: speed does not depend on them), with
-the tiny preset's tokenizer and its special-token ids; prompts hold 64 frames at 448x448
-(32 temporal patches x 256 tokens = 8192 video tokens).
+`--device cuda` builds Qwen2.5-VL-7B's architecture from its config alone (text: hidden 3584, 28
+layers, 28 heads, 4 kv heads, intermediate 18944, vocabulary 152064; vision: depth 32, hidden 1280,
+16 heads, intermediate 3420, windowed attention with full attention at blocks 7/15/23/31),
+randomly initialised directly on the GPU (no weights are downloaded: speed does not depend on
+them), with the tiny preset's tokenizer and its special-token ids; prompts hold 64 frames at
+448x448 (32 temporal patches x 256 tokens = 8192 video tokens), G=8.
 
-Both providers get the same inputs: Qwen's plain video layout (no timestamp text, uniform frames),
-for which transformers' own rotary index equals the prompt's (`after_vision="spatial"`, the rule
-of transformers >= 5.3). Sampling: temperature 1, no top-k/top-p, stop at EOS or `</answer>` in
-both. Before timing, greedy decoding of both must give the same tokens (exactly on the CPU in
-fp32; on CUDA in bf16 the share of equal tokens is printed, as near-ties of a random model may
-flip). Each timed call reseeds its generator, so every repetition generates the same tokens.
+Engine rows: Q prompts over Q different videos (random pixels) and queries of different lengths,
+in Qwen's plain video layout (no timestamp text, uniform frames), for which transformers' own
+rotary index equals the prompt's (`after_vision="spatial"`). Sampling: temperature 1, no
+top-k/top-p, stop at EOS or `</answer>` in all three. Before timing: greedy decoding of the
+one-prompt engine equals the argmax of a teacher-forced full forward on the first prompt (on the
+CPU; the share of those tokens transformers' `generate` gives is printed), and the batched engine's tokens equal the
+one-prompt engine's on every prompt, greedy and sampled (each prompt has its own seeded
+generator; checked on the CPU, the share printed on CUDA). Each timed call reseeds.
 
-Rows go to benchmarks/results/infer.csv: metric queries_per_s (prompts with G answers per second),
-tokens_per_s (generated tokens per second, all G sequences) and ms per call.
+Predict rows: `--queries` queries (several per clip) over synthetic clips; the same predictions
+at every batch size and worker count (checked: the files are equal). Rows per provider
+`predict_b{B}_w{workers}`: queries_per_s, tokens_per_s and the stage seconds of the summary
+(decode_s and preprocess_s in the workers, prefill_s and generate_s in the model, wait_s the
+model blocked on the workers, seconds the wall time).
+
+Rows go to benchmarks/results/infer.csv.
 """
 from __future__ import annotations
 
@@ -30,7 +39,6 @@ import json
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -40,6 +48,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import append_rows, device_name, print_table, time_ms  # noqa: E402
 
 STOP = "</answer>"
+QUERIES = ("the red circle moves", "a small blue square slowly turns into a large red one",
+           "the green triangle", "a yellow star appears then shrinks and moves to the left side")
+
 QWEN25_VL_7B = {  # the released checkpoint's config.json, sizes only
     "text": dict(hidden_size=3584, num_hidden_layers=28, num_attention_heads=28, num_key_value_heads=4,
                  intermediate_size=18944, vocab_size=152064, max_position_embeddings=128000, rms_norm_eps=1e-6,
@@ -71,8 +82,8 @@ def model_7b(device: str):
     return VLModel(model=model, tokenizer=tokenizer, family="qwen2_5_vl", path=tiny)
 
 
-def uniform_frames(path: str | None, num_frames: int, size: tuple[int, int], seconds: float):
-    """Frames at uniform times: decoded from `path`, or random pixels when there is no clip."""
+def uniform_frames(path: str | None, num_frames: int, size: tuple[int, int], seconds: float, seed: int = 0):
+    """Frames at uniform times: decoded from `path`, or random pixels (from `seed`) when there is no clip."""
     from tempo_fast.video import Frames, decode
     from tempo_fast.video.saa import uniform_times
 
@@ -81,17 +92,17 @@ def uniform_frames(path: str | None, num_frames: int, size: tuple[int, int], sec
         frames = decode(path, timestamps=times, size=size)
         frames.pts = times
         return frames
-    gen = torch.Generator().manual_seed(0)
+    gen = torch.Generator().manual_seed(seed)
     data = torch.randint(0, 256, (num_frames, 3, *size), dtype=torch.uint8, generator=gen)
     return Frames(data=data, pts=uniform_times(seconds, num_frames), duration=seconds, fps=num_frames / seconds,
                   path="random")
 
 
-def plain_prompt(vl, frames, size):
+def plain_prompt(vl, frames, size, query: str = "the red circle moves"):
     from tempo_fast.model import build_prompt
 
     pixels = size[0] * size[1]
-    return build_prompt(vl, frames, "the red circle moves", min_pixels=pixels, max_pixels=pixels,
+    return build_prompt(vl, frames, query, min_pixels=pixels, max_pixels=pixels,
                         timestamps=False, after_vision="spatial")
 
 
@@ -129,124 +140,216 @@ def generated_tokens(ids: torch.Tensor, vl) -> int:
     return total
 
 
+def teacher_forced_argmax(vl, prompt, ids: torch.Tensor) -> torch.Tensor:
+    """Argmax after prompt + ids[:t] for every t, from one full forward (no cache): the reference
+    for greedy decoding."""
+    n = ids.numel()
+    full = torch.cat([prompt.input_ids[0], ids.to(prompt.input_ids.device)])[None]
+    tail = (prompt.next_position + torch.arange(n, device=full.device)).view(1, 1, -1).expand(3, 1, -1)
+    kwargs = {**hf_inputs(prompt), "input_ids": full, "attention_mask": torch.ones_like(full),
+              "position_ids": torch.cat([prompt.position_ids, tail], -1)}
+    with torch.inference_mode():
+        logits = vl.model(**kwargs).logits[0, prompt.length - 1:prompt.length - 1 + n]
+    return logits.argmax(-1).cpu()
+
+
 def check_greedy(vl, prompt, max_new_tokens: int, device: str) -> float:
-    """Share of equal greedy tokens between the engine and transformers (must be 1 on the CPU)."""
+    """The engine's greedy tokens must be the teacher-forced argmax at every step (on the CPU);
+    returns the share of them transformers' `generate` reproduces (1.0 for the random tiny preset;
+    it can part at a near-tie, where its own incremental decode leaves its full forward)."""
     from tempo_fast.rollout import RolloutEngine, SamplingConfig
 
     ours = RolloutEngine(vl, SamplingConfig(max_new_tokens=max_new_tokens, greedy=True)).generate(prompt, 1)
     n = int(ours.lengths[0])
-    theirs = hf_generate(vl, prompt, 1, max_new_tokens, greedy=True)[0, :n].cpu()
     mine = ours.completion_ids[0, :n].cpu()
-    share = float((mine[: len(theirs)] == theirs).float().mean()) if len(theirs) == n else 0.0
+    if torch.device(device).type == "cpu":
+        want = teacher_forced_argmax(vl, prompt, mine)
+        if not torch.equal(want, mine):
+            raise AssertionError(f"greedy tokens differ from the teacher-forced argmax: {mine.tolist()} vs "
+                                 f"{want.tolist()}")
+    theirs = hf_generate(vl, prompt, 1, max_new_tokens, greedy=True)[0, :n].cpu()
+    return float((mine[: len(theirs)] == theirs).float().mean()) if len(theirs) == n else 0.0
+
+
+def make_prompts(vl, count: int, frames: int, size: tuple[int, int]) -> list:
+    """`count` plain-layout prompts over different random videos and queries (lengths differ)."""
+    return [plain_prompt(vl, uniform_frames(None, frames, size, 8.0, seed=i), size,
+                         f"{QUERIES[i % len(QUERIES)]} {i}") for i in range(count)]
+
+
+def check_batched(vl, prompts, args, device: str) -> float:
+    """Share of rows whose tokens the batched engine and the one-prompt engine agree on, greedy and
+    sampled (must be 1 on the CPU)."""
+    from tempo_fast.rollout import RolloutEngine, SamplingConfig
+
+    total = equal = 0
+    for sampling in (SamplingConfig(max_new_tokens=args.max_new_tokens, greedy=True),
+                     SamplingConfig(max_new_tokens=args.max_new_tokens)):
+        engine = RolloutEngine(vl, sampling, batch_size=args.batch_size)
+        gens = [torch.Generator(vl.device).manual_seed(i) for i in range(len(prompts))]
+        batched = engine.generate_many(prompts, args.num_samples, generator=gens)
+        gens = [torch.Generator(vl.device).manual_seed(i) for i in range(len(prompts))]
+        alone = [engine.generate(p, args.num_samples, generator=g) for p, g in zip(prompts, gens)]
+        for a, b in zip(batched, alone):
+            for g in range(args.num_samples):
+                total += 1
+                equal += a.completion_ids[g, :int(a.lengths[g])].tolist() == b.completion_ids[g, :int(b.lengths[g])].tolist()
+    share = equal / total
     if torch.device(device).type == "cpu" and share < 1.0:
-        raise AssertionError(f"greedy tokens differ: engine {mine.tolist()} vs transformers {theirs.tolist()}")
+        raise AssertionError(f"bench_infer: the batched engine changed {total - equal} of {total} completions")
     return share
+
+
+def bench_engines(vl, prompts, args, device: str) -> tuple[list, dict, dict]:
+    """Rows of the three providers over `prompts`, their queries/s and generated tokens."""
+    from tempo_fast.rollout import RolloutEngine, SamplingConfig
+
+    G, Q = args.num_samples, len(prompts)
+    engine = RolloutEngine(vl, SamplingConfig(max_new_tokens=args.max_new_tokens), batch_size=args.batch_size)
+
+    def gens():
+        return [torch.Generator(vl.device).manual_seed(i) for i in range(Q)]
+
+    def run_batched():
+        return engine.generate_many(prompts, G, generator=gens())
+
+    def run_one():
+        return [engine.generate(p, G, generator=g) for p, g in zip(prompts, gens())]
+
+    def run_hf():
+        torch.manual_seed(0)
+        return [hf_generate(vl, p, G, args.max_new_tokens) for p in prompts]
+
+    runs = {f"batched_engine_b{args.batch_size}": run_batched, "one_prompt_engine": run_one, "hf_generate": run_hf}
+    tokens = {"hf_generate": sum(generated_tokens(ids, vl) for ids in run_hf())}
+    for name in list(runs)[:2]:
+        tokens[name] = sum(int(r.lengths.sum()) for r in runs[name]())
+    ms = {name: time_ms(fn, device, warmup=1, reps=args.reps) for name, fn in runs.items()}
+    lengths = sorted(p.length for p in prompts)
+    shape = (f"Q={Q} G={G} prompt={lengths[0]}-{lengths[-1]} new<={args.max_new_tokens} "
+             f"frames={args.frames}@{args.size[0]}x{args.size[1]}")
+    rows = []
+    for name, t in ms.items():
+        for metric, value, unit in (("queries_per_s", Q * 1e3 / t, "1/s"), ("tokens_per_s", tokens[name] * 1e3 / t,
+                                                                             "tokens/s"), ("ms", t, "ms")):
+            rows.append(dict(what="infer", provider=name, mode="sample", shape=shape, dtype=str(vl.dtype)[6:],
+                             metric=metric, median=value, unit=unit, device=device_name(device)))
+    return rows, {name: Q * 1e3 / t for name, t in ms.items()}, tokens
 
 
 def make_clips(folder: Path, count: int, size: tuple[int, int], seconds: float) -> list[str]:
     from tempo_fast.video.clips import make_clip
 
-    return [str(make_clip(folder / f"v{i}.mp4", width=size[1], height=size[0], fps=8, seconds=seconds + i))
+    return [str(make_clip(folder / f"v{i}.mp4", width=size[1], height=size[0], fps=8, seconds=seconds + i % 4))
             for i in range(count)]
 
 
-def bench_predict(vl, folder: Path, clips: list[str], args, workers: int) -> tuple[float, dict]:
-    """Seconds and summary of `predict` over two queries per clip (a fresh output file)."""
+def write_annotations(folder: Path, clips: list[str], queries: int) -> Path:
+    ann = folder / f"ann{queries}.jsonl"
+    with open(ann, "w") as f:
+        for i in range(queries):
+            clip = clips[i % len(clips)]
+            f.write(json.dumps({"qid": i, "query": f"{QUERIES[i % len(QUERIES)]} {i}", "duration": 1.0,
+                                "vid": Path(clip).stem, "relevant_windows": [[0.0, 1.0]]}) + "\n")
+    return ann
+
+
+def bench_predict(vl, folder: Path, ann: Path, args, batch_size: int, workers: int) -> tuple[dict, str]:
+    """`predict`'s summary over the annotations (a fresh output file) and the file's text."""
     from tempo_fast.infer import InferConfig, predict
 
-    ann = folder / "ann.jsonl"
-    with open(ann, "w") as f:
-        for i, clip in enumerate(clips * 2):
-            f.write(json.dumps({"qid": i, "query": f"the red circle moves {i}", "duration": 1.0,
-                                "vid": Path(clip).stem, "relevant_windows": [[0.0, 1.0]]}) + "\n")
-    out = folder / f"preds_w{workers}.jsonl"
+    out = folder / f"preds_b{batch_size}_w{workers}.jsonl"
     out.unlink(missing_ok=True)
     pixels = args.size[0] * args.size[1]
     config = InferConfig(num_frames=args.frames, min_pixels=pixels, max_pixels=pixels, num_samples=args.num_samples,
-                         max_new_tokens=args.max_new_tokens, workers=workers, prefetch=max(2, 2 * workers))
-    start = time.perf_counter()
+                         max_new_tokens=args.max_new_tokens, workers=workers, batch_size=batch_size,
+                         prefetch=max(4, batch_size))
     summary = predict(ann, folder, model=vl, out=out, config=config, progress=False)
-    return time.perf_counter() - start, summary
+    if summary["errors"]:
+        raise RuntimeError(f"bench_infer: predict wrote error records: {summary}")
+    return summary, out.read_text()
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--gpu-7b", action="store_true", help="CUDA, bf16, random Qwen2.5-VL-7B-shaped model")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                        help="cpu: the tiny preset; cuda: bf16, a random Qwen2.5-VL-7B-shaped model")
+    parser.add_argument("--model", default="tiny", help="the CPU model (a load_model name)")
     parser.add_argument("--num-samples", type=int, default=8, help="G, samples per prompt")
+    parser.add_argument("--batch-size", type=int, default=8, help="B, prompts per forward of the batched engine")
+    parser.add_argument("--prompts", type=int, default=None, help="Q for the engine rows; default: 16 (CPU), 8 (GPU)")
+    parser.add_argument("--queries", type=int, default=None, help="predict queries; default: 48 (CPU), 16 (GPU)")
     parser.add_argument("--max-new-tokens", type=int, default=None, help="default: 32 (CPU), 64 (GPU)")
     parser.add_argument("--frames", type=int, default=None, help="frames per video; default: 16 (CPU), 64 (GPU)")
     parser.add_argument("--size", type=int, nargs=2, default=None, metavar=("H", "W"),
                         help="frame size; default: 112 112 (CPU), 448 448 (GPU)")
-    parser.add_argument("--clips", type=int, default=4, help="videos for the predict rows (two queries each)")
+    parser.add_argument("--clips", type=int, default=8, help="videos for the predict rows")
+    parser.add_argument("--reps", type=int, default=5, help="timed repetitions of the engine rows")
+    parser.add_argument("--no-predict", action="store_true", help="skip the predict rows")
     parser.add_argument("--no-csv", action="store_true", help="print only, append no rows")
     args = parser.parse_args(argv)
-    gpu = args.gpu_7b
+    device = args.device
+    gpu = device == "cuda"
     if gpu and not torch.cuda.is_available():
-        raise SystemExit("bench_infer: --gpu-7b needs a CUDA device")
-    device = "cuda" if gpu else "cpu"
+        raise SystemExit("bench_infer: --device cuda needs a CUDA device")
     args.max_new_tokens = args.max_new_tokens or (64 if gpu else 32)
     args.frames = args.frames or (64 if gpu else 16)
     args.size = tuple(args.size or ((448, 448) if gpu else (112, 112)))
-    G = args.num_samples
+    args.prompts = args.prompts or (8 if gpu else 16)
+    args.queries = args.queries or (16 if gpu else 48)
 
     from tempo_fast.model import load_model
-    from tempo_fast.rollout import RolloutEngine, SamplingConfig
 
-    vl = model_7b(device) if gpu else load_model("tiny", device=device)
-    have_ffmpeg = shutil.which("ffmpeg") is not None
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        clips = make_clips(folder, args.clips, args.size, 8.0) if have_ffmpeg else []
-        frames = uniform_frames(clips[0] if clips else None, args.frames, args.size, 8.0)
-        prompt = plain_prompt(vl, frames, args.size)
-        match = check_greedy(vl, prompt, args.max_new_tokens, device)
-        print(f"greedy tokens equal to transformers': {match:.0%}")
-
-        engine = RolloutEngine(vl, SamplingConfig(max_new_tokens=args.max_new_tokens))
-        gen_device = vl.device
-
-        def run_engine():
-            return engine.generate(prompt, G, generator=torch.Generator(gen_device).manual_seed(0))
-
-        def run_hf():
-            torch.manual_seed(0)
-            return hf_generate(vl, prompt, G, args.max_new_tokens)
-
-        tokens = {"rollout_engine": int(run_engine().lengths.sum()),
-                  "hf_generate": generated_tokens(run_hf(), vl)}
-        ms = {"rollout_engine": time_ms(run_engine, device, warmup=1, reps=5),
-              "hf_generate": time_ms(run_hf, device, warmup=1, reps=5)}
-        shape = (f"G={G} prompt={prompt.length} new<={args.max_new_tokens} "
-                 f"frames={args.frames}@{args.size[0]}x{args.size[1]}")
-        dtype = str(vl.dtype).removeprefix("torch.")
-        rows = []
-        for provider in ("rollout_engine", "hf_generate"):
-            t = ms[provider]
-            for metric, value, unit in (("queries_per_s", 1e3 / t, "1/s"),
-                                        ("tokens_per_s", tokens[provider] * 1e3 / t, "tokens/s"),
-                                        ("ms", t, "ms")):
-                rows.append(dict(what="infer", provider=provider, mode="sample", shape=shape, dtype=dtype,
-                                 metric=metric, median=value, unit=unit, device=device_name(device)))
-        if clips:
+    vl = model_7b(device) if gpu else load_model(args.model, device=device)
+    prompts = make_prompts(vl, args.prompts, args.frames, args.size)
+    match = check_greedy(vl, prompts[0], args.max_new_tokens, device)
+    print(f"greedy tokens equal the teacher-forced argmax; transformers' generate gives {match:.0%} of them")
+    same = check_batched(vl, prompts, args, device)
+    print(f"completions equal between the batched and the one-prompt engine: {same:.0%}")
+    rows, qps, tokens = bench_engines(vl, prompts, args, device)
+    dtype = str(vl.dtype)[6:]
+    speedups = {}
+    if args.no_predict:
+        print("--no-predict: the predict rows are skipped")
+    elif shutil.which("ffmpeg") is None:
+        print("ffmpeg not found: no clips, the predict rows are skipped")
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            clips = make_clips(folder, args.clips, args.size, 8.0)
+            warm = write_annotations(folder, clips, min(args.queries, 2 * args.batch_size))
+            bench_predict(vl, folder, warm, args, args.batch_size, 2)  # warm-up: decoders, caches, threads
+            ann = write_annotations(folder, clips, args.queries)
+            texts, rates = {}, {}
+            for batch_size, workers in ((1, 0), (1, 2), (args.batch_size, 0), (args.batch_size, 2)):
+                summary, texts[(batch_size, workers)] = bench_predict(vl, folder, ann, args, batch_size, workers)
+                rates[(batch_size, workers)] = summary["queries"] / summary["seconds"]
+                shape = (f"G={args.num_samples}+greedy queries={summary['queries']} new<={args.max_new_tokens} "
+                         f"frames={args.frames}@{args.size[0]}x{args.size[1]}")
+                provider = f"predict_b{batch_size}_w{workers}"
+                stats = [("queries_per_s", rates[(batch_size, workers)], "1/s"),
+                         ("tokens_per_s", summary["tokens"] / summary["seconds"], "tokens/s")]
+                stats += [(k, summary[k], "s") for k in ("seconds", "decode_s", "preprocess_s", "prefill_s",
+                                                         "generate_s", "wait_s")]
+                for metric, value, unit in stats:
+                    rows.append(dict(what="infer", provider=provider, mode="end_to_end", shape=shape, dtype=dtype,
+                                     metric=metric, median=value, unit=unit, device=device_name(device)))
+            if len(set(texts.values())) != 1:
+                raise AssertionError("bench_infer: predict wrote different predictions at different batch sizes")
+            print("predictions equal at every batch size and worker count")
             for workers in (0, 2):
-                bench_predict(vl, folder, clips, args, workers)  # warm-up: decoders, caches
-                seconds, summary = bench_predict(vl, folder, clips, args, workers)
-                if summary["errors"]:
-                    raise RuntimeError(f"bench_infer: predict wrote error records: {summary}")
-                q = summary["queries"]
-                pshape = f"G={G}+greedy queries={q} " + shape.split(" ", 2)[2]
-                for metric, value, unit in (("queries_per_s", q / seconds, "1/s"),
-                                            ("tokens_per_s", summary["tokens"] / seconds, "tokens/s")):
-                    rows.append(dict(what="infer", provider=f"predict_workers{workers}", mode="end_to_end",
-                                     shape=pshape, dtype=dtype, metric=metric, median=value, unit=unit,
-                                     device=device_name(device)))
-        else:
-            print("ffmpeg not found: no clips, the predict rows are skipped")
+                speedups[f"predict --batch-size {args.batch_size} vs 1, workers {workers}"] = \
+                    rates[(args.batch_size, workers)] / rates[(1, workers)]
+            speedups[f"predict --batch-size {args.batch_size} workers 2 vs --batch-size 1 workers 0"] = \
+                rates[(args.batch_size, 2)] / rates[(1, 0)]
     print_table(rows)
-    speedup = ms["hf_generate"] / ms["rollout_engine"]
-    print(f"rollout engine vs transformers generate at G={G}: {speedup:.2f}x queries/s; tokens "
-          f"{tokens['rollout_engine']} vs {tokens['hf_generate']}")
+    batched = f"batched_engine_b{args.batch_size}"
+    print(f"batched engine vs one-prompt engine: {qps[batched] / qps['one_prompt_engine']:.2f}x queries/s; "
+          f"vs transformers generate: {qps[batched] / qps['hf_generate']:.2f}x queries/s, "
+          f"{qps[batched] * tokens[batched] / (qps['hf_generate'] * tokens['hf_generate']):.2f}x tokens/s")
+    for name, value in speedups.items():
+        print(f"{name}: {value:.2f}x queries/s")
     if not args.no_csv:
         print(f"appended {len(rows)} rows to {append_rows('infer.csv', rows)}")
     return 0

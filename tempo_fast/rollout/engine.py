@@ -24,7 +24,7 @@ prompts into batches (`batch_size` prompts, `batch_tokens` padded prefill tokens
 Equality with the one-prompt engine. Each prompt draws its own block of uniforms (from its own
 generator, or from a shared one in prompt order) before its first step (rollout/sampling.py), and
 sampling is row-wise, so what a prompt samples depends only on its logits. Those are bitwise the
-ones it gets alone with `batch_invariant=True` (the default, with sdpa attention): attention runs
+ones it gets alone with `batch_invariant=True` (the default on CPU, with sdpa attention): attention runs
 per prompt on exactly its own queries and keys (rollout/invariant.py), and the linear layers'
 per-row results do not depend on the row count once it is >= 8 on this machine's BLAS (the LM
 head at the prefill always gets >= 8 rows). So with G >= 8 rows per prompt every token and every
@@ -99,14 +99,16 @@ class RolloutEngine:
     capacity is Lmax + max_new_tokens rounded up to a multiple of this. batch_size / batch_tokens:
     `generate_many`'s default prompts per batch and padded prefill tokens per batch (None: no
     token limit). batch_invariant: attention per prompt on exactly its own keys (rollout/
-    invariant.py), so batching changes no bit (with sdpa attention; not with compile). compact_below:
+    invariant.py), so batching changes no bit (with sdpa attention; not with compile); None: on
+    CPU only - on CUDA, cuBLAS and the attention kernels choose by batch shape anyway, so the
+    per-prompt calls and key copies would cost without making rows bitwise equal. compact_below:
     drop finished rows once at most this share of the rows decode (0: never; not with
     batch_invariant, whose row counts must stay).
     """
 
     def __init__(self, vl, sampling: SamplingConfig | None = None, *, compile: bool = False,
                  cache_block: int = 256, batch_size: int = 8, batch_tokens: int | None = None,
-                 batch_invariant: bool = True, compact_below: float = 0.5):
+                 batch_invariant: bool | None = None, compact_below: float = 0.5):
         self.vl = vl
         self.sampling = SamplingConfig() if sampling is None else sampling
         if not isinstance(self.sampling, SamplingConfig):
@@ -120,6 +122,8 @@ class RolloutEngine:
         self.cache_block, self.batch_size, self.batch_tokens = int(cache_block), batch_size, batch_tokens
         self.compile = bool(compile)
         attention = vl.model.config.get_text_config()._attn_implementation
+        if batch_invariant is None:
+            batch_invariant = vl.device.type == "cpu"
         self.batch_invariant = bool(batch_invariant) and not self.compile and attention in ("sdpa", invariant.NAME)
         self.compact_below = 0.0 if self.compile or self.batch_invariant else float(compact_below)
         self._step = _decode_forward

@@ -26,7 +26,8 @@ forwards, other callers) "tempo_rows" is plain sdpa.
 Cost: one attention call per prompt and a copy of its keys per layer and step (about the bytes
 attention reads anyway), and no dropping of finished rows (it would change the row counts);
 `RolloutEngine(batch_invariant=False)` is the one-call masked path over the static cache, which
-`compile=True` uses.
+`compile=True` and CUDA use by default (GPU GEMM and attention kernels are chosen by batch shape,
+so per-prompt attention alone would not make rows bitwise equal there).
 """
 from __future__ import annotations
 
