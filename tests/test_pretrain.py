@@ -162,19 +162,18 @@ def test_shipped_weights_match_their_manifest():
 @needs_ffmpeg
 def test_shipped_model_answers_yes_no_above_chance_on_fresh_clips(tmp_path):
     """Clips of a seed nobody trains on, with the demo's generator settings; yes/no questions from
-    the video alone. Chance is 0.5 (balanced answers); the bound is ~3 standard errors above it."""
+    the video alone. Chance is an AUC of 0.5; the bound 0.6 is ~3 standard errors above it at
+    this size (the shipped model: ~0.7 on 200 such clips, see the manifest)."""
     from tempo_fast.model import load_model
     from tempo_fast.pretrain.data import prepare_clips
     from tempo_fast.pretrain.evaluate import evaluate, eval_examples
 
     torch.set_num_threads(1)
-    synth = SynthConfig(num_videos=32, seed=FRESH_SEED, min_seconds=4, max_seconds=8, min_objects=1, max_objects=2,
+    synth = SynthConfig(num_videos=48, seed=FRESH_SEED, min_seconds=4, max_seconds=8, min_objects=1, max_objects=2,
                         events_per_object=1, shake_prob=0.3, brightness_prob=0.3, cut_prob=0.3, workers=1)
     clips = prepare_clips(tmp_path, synth, num_frames=16, frame_size=84)
     vl = load_model("tiny")
     examples = [(g, e) for g, e in eval_examples(vl, clips, list(range(len(clips))), seed=0) if g in ("event", "exists")]
     metrics = evaluate(vl, clips, examples)
-    n = len(examples)
-    assert n >= 60
-    accuracy = (metrics["event_acc"] + metrics["exists_acc"]) / 2
-    assert accuracy > 0.5 + 3 * 0.5 / n ** 0.5, metrics
+    assert len(examples) >= 90
+    assert (metrics["event_auc"] + metrics["exists_auc"]) / 2 > 0.6, metrics
