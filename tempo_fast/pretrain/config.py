@@ -6,6 +6,8 @@ Curriculum by step: until `text_steps` the yes/no questions come with the clip w
 no video (the comparison learned on ~40-token prompts) while the video tasks (caption, colour,
 shape) start; until `evidence_steps` the text evidence sits beside the video and some yes/no
 questions have the video alone; then mostly the video alone (`STAGES` in loop.py).
+The defaults are the run that made the shipped weights (tempo_fast/model/weights/manifest.json):
+`tempo-fast pretrain --ship` rebuilds them (about 1,440 CPU seconds, one thread).
 """
 from __future__ import annotations
 
@@ -32,8 +34,8 @@ class PretrainConfig:
     num_frames: int = 16                       # frames per clip (uniform), as the demo
     frame_size: int = 84                       # frame side in pixels fed to the model, as the demo
     steps: int = 8000                          # optimizer steps
-    text_steps: int = 800                      # curriculum: text evidence without video until this step
-    evidence_steps: int = 2500                 # curriculum: text evidence beside the video until this step
+    text_steps: int = 2000                     # curriculum: text evidence without video until this step
+    evidence_steps: int = 3500                 # curriculum: text evidence beside the video until this step
     text_stage_video: float = 0.4              # share of video tasks (caption, colour, shape) in the text stage
     batch_size: int = 16                       # clips (sequences) per step
     questions_per_clip: int = 4                # chat turns per sequence: one video, several questions
@@ -44,7 +46,7 @@ class PretrainConfig:
     grad_clip: float = 1.0                     # max global gradient norm
     seed: int = 0                              # init and sample draws
     eval_every: int = 250                      # held-out evaluation every N steps (0: only at the end)
-    eval_clips: int = 200                      # held-out clips the evaluation asks about
+    eval_clips: int = 100                      # held-out clips the evaluation asks about
     save_every: int = 250                      # checkpoint (and export) every N steps
     keep_checkpoints: int = 2                  # step checkpoints kept
     resume: bool = True                        # continue from out_dir's latest checkpoint

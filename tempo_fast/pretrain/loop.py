@@ -9,7 +9,6 @@ head (at vocab 1024 and a few answer tokens per sample plain torch is the fastes
 """
 from __future__ import annotations
 
-import json
 import os
 import random
 import shutil
@@ -48,8 +47,8 @@ def draw_batch(cfg, vl, clips, train_idx: list[int], step: int) -> list:
     """The Examples of optimizer step `step` (a pure function of cfg.seed and step)."""
     rng = random.Random(cfg.seed * 1_000_003 + step)
     mix = STAGES[stage_of(cfg, step)]
-    if stage_of(cfg, step) == "text" and cfg.text_stage_video != 0.4:  # reweight its video tasks
-        mix = [(w if not video else w * cfg.text_stage_video / 0.4, kinds, video, evidence)
+    if stage_of(cfg, step) == "text" and cfg.text_stage_video != 0.4:  # STAGES' video share is 0.4
+        mix = [(w * cfg.text_stage_video / 0.4 if video else w, kinds, video, evidence)
                for w, kinds, video, evidence in mix]
         mix = [m for m in mix if m[0] > 0]
     out = []

@@ -24,7 +24,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from tempo_fast.data.synthetic import ACTIONS, COLOURS, SHAPES, SIZES, matches, query_text
+from tempo_fast.data.synthetic import COLOURS, SHAPES, SIZES, matches, query_text
 
 YES, NO = "yes", "no"
 ASK_YES_NO = "Answer yes or no."
