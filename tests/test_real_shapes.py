@@ -249,7 +249,7 @@ def test_predict_file_layout(shaped, clips, tmp_path):
 # ---------------------------------------------------------------- one GRPO step (last: it trains the model)
 
 
-@pytest.mark.slow  # 65-75 s (idle) to 135-200 s (busy) on 2 cores, half of it in fused_grpo_loss's 256-row CPU blocks
+@pytest.mark.slow  # 36-40 s (idle) to 135-200 s (busy) on 2 cores, much of it in fused_grpo_loss's 256-row CPU blocks
 def test_grpo_step_updates_the_model(shaped):
     from tempo_fast.data.loaders import GroundingRecord
     from tempo_fast.rollout import RolloutEngine, SamplingConfig
