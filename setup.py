@@ -42,7 +42,7 @@ EXTRAS = {
     # models (Qwen2.5-VL / Qwen3-VL through transformers)
     "model": ["transformers==5.23.0", "tokenizers", "safetensors"],
     # reference providers measured side by side in the benchmarks
-    "bench": ["liger-kernel", "trl", "matplotlib"],
+    "bench": ["liger-kernel", "trl", "cut-cross-entropy", "matplotlib"],
 }
 EXTRAS["all"] = sorted({dep for deps in EXTRAS.values() for dep in deps})
 
@@ -185,6 +185,8 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["tempo_fast", "tempo_fast.*"]),
+    # the pretrained `tiny` preset's weights and manifest (tempo-fast pretrain --ship)
+    package_data={"tempo_fast.model": ["weights/*.safetensors", "weights/*.json"]},
     install_requires=["torch>=2.4", "numpy>=1.24"],
     extras_require=EXTRAS,
     ext_modules=[CMakeExtension("tempo_fast._C")],
