@@ -328,6 +328,19 @@ def test_eval_command_end_to_end(tmp_path, capsys):
     assert json.loads(out_path.read_text())["R1@0.5"] == round(200 / 3, 2)
 
 
+def test_eval_command_strict_fails_on_a_reversed_window(tmp_path, capsys):
+    gts = [gt(q, [[0, 10]], duration=10, clips=[0], scores=[[4, 4, 4]]) for q in range(2)]
+    preds = [pred(0, [[0, 10, 1.0]], [1, 0, 0, 0, 0]), pred(1, [[0.0, -2.0, 1.0]], [0, 1, 0, 0, 0])]
+    pred_path = write_jsonl(tmp_path / "preds.jsonl", preds)
+    gt_path = write_jsonl(tmp_path / "gt.jsonl", gts)
+    with pytest.warns(UserWarning):  # scored as the official scorer does, with one warning
+        assert cli_main(["eval", "--pred", pred_path, "--gt", gt_path]) == 0
+    assert json.loads((tmp_path / "preds.metrics.json").read_text())["MR-full-R1@0.5"] == 50.0
+    capsys.readouterr()
+    assert cli_main(["eval", "--pred", pred_path, "--gt", gt_path, "--strict"]) == 2
+    assert "tempo-fast eval: error" in capsys.readouterr().err
+
+
 def test_eval_command_scores_refusals_under_pir(tmp_path):
     gts = [gt(0, [[0, 10]]), {**gt(1, []), "relevant": False}]
     preds = [pred(0, [[0, 10, 1.0]]), pred(1, [])]

@@ -28,6 +28,9 @@ def add_arguments(parser) -> None:
                         help="metric set; auto: qvhighlights when the ground truth has saliency_scores")
     parser.add_argument("--missing", choices=("error", "miss", "skip"), default="error",
                         help="ground-truth queries without a prediction: fail, count as misses, or leave out")
+    parser.add_argument("--strict", action="store_true",
+                        help="fail on a malformed predicted window (end before start, non-finite) instead of "
+                             "scoring it as the official scorer does (with one warning)")
     parser.add_argument("--out", default=None, help="metrics JSON; when not given, PRED with .metrics.json")
 
 
@@ -55,7 +58,8 @@ def read_ground_truth(path: str) -> list[dict]:
     return [record.to_json() for record in load_annotations(path, clip=False)]
 
 
-def evaluate(predictions: list[dict], ground_truth: list[dict], dataset: str, missing: str) -> dict:
+def evaluate(predictions: list[dict], ground_truth: list[dict], dataset: str, missing: str, *,
+             strict: bool = False) -> dict:
     """The metrics of one prediction set: grounding metrics, plus refusal metrics under PIR."""
     from tempo_fast import metrics
 
@@ -64,11 +68,11 @@ def evaluate(predictions: list[dict], ground_truth: list[dict], dataset: str, mi
     score = metrics.evaluate_qvhighlights if dataset == "qvhighlights" else metrics.evaluate_charades
     relevant = {g["qid"] for g in ground_truth if metrics.is_relevant(g)}
     if len(relevant) == len(ground_truth):
-        return score(predictions, ground_truth, missing=missing)
+        return score(predictions, ground_truth, missing=missing, strict=strict)
     out = metrics.refusal_metrics(predictions, ground_truth, missing=missing)
     if relevant:
         out.update(score([p for p in predictions if p["qid"] in relevant],
-                         [g for g in ground_truth if g["qid"] in relevant], missing=missing))
+                         [g for g in ground_truth if g["qid"] in relevant], missing=missing, strict=strict))
     return out
 
 
@@ -90,7 +94,7 @@ def run(args) -> int:
     try:
         predictions = read_jsonl(args.pred)
         ground_truth = read_ground_truth(args.gt)
-        values = evaluate(predictions, ground_truth, args.dataset, args.missing)
+        values = evaluate(predictions, ground_truth, args.dataset, args.missing, strict=args.strict)
     except (OSError, ValueError, TypeError, KeyError) as e:
         print(f"tempo-fast eval: error: {e}", file=sys.stderr)
         return 2
