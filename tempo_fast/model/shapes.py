@@ -45,8 +45,9 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
+
+from .tiny import build_atomic
 
 FIRST_ADDED_ID = 151643
 # Qwen2.5's added tokens in id order (151643...151664): (content, special)
@@ -314,11 +315,7 @@ def ensure_shaped_checkpoint(kind: str, *, text_layers: int = 2, vision_blocks: 
     weights = _weights_digest(kind, text_layers, vision_blocks, dtype, seed)
     tokenizer = build_shaped_tokenizer(kind)
     target = shapes_home() / f"{kind}-{_folder_digest(kind, weights, tokenizer)}"
-    if (target / "config.json").is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
+    def build(tmp: Path) -> None:
         if _link_weights(kind, weights, tmp):
             _write_small_files(kind, tmp, _cut_config(kind, text_layers, vision_blocks), dtype, tokenizer)
         else:
@@ -326,12 +323,5 @@ def ensure_shaped_checkpoint(kind: str, *, text_layers: int = 2, vision_blocks: 
                                     seed=seed)
         (tmp / MARKER).write_text(json.dumps({"weights": weights}) + "\n")
         os.chmod(tmp, 0o755)
-        try:
-            os.rename(tmp, target)
-        except OSError:
-            if not (target / "config.json").is_file():  # not another builder winning the race
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
+
+    return build_atomic(target, build)

@@ -230,7 +230,9 @@ def shipped_manifest() -> dict:
     return json.loads(MANIFEST_FILE.read_text())
 
 
-def _build_atomic(target: Path, build) -> Path:
+def build_atomic(target: Path, build) -> Path:
+    """`target`, built on first use by `build(tmp)` into a temporary sibling folder renamed into place,
+    so concurrent builders never see a half-written checkpoint (`config.json` marks a finished one)."""
     if (target / "config.json").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -257,7 +259,7 @@ def ensure_tiny(*, seed: int = 0, pretrained: bool = False) -> Path:
     never meet an old cache."""
     if not pretrained:
         name = RANDOM_NAME if seed == 0 else f"{RANDOM_NAME}-seed{seed}"
-        return _build_atomic(tiny_path().with_name(name), lambda tmp: build_tiny(tmp, seed=seed))
+        return build_atomic(tiny_path().with_name(name), lambda tmp: build_tiny(tmp, seed=seed))
     manifest = shipped_manifest()
     target = tiny_path().with_name(f"{TINY_NAME}-{manifest['sha256'][:12]}")
 
@@ -271,4 +273,4 @@ def ensure_tiny(*, seed: int = 0, pretrained: bool = False) -> Path:
             raise ValueError("the tiny tokenizer built here differs from the one the shipped weights were "
                              "trained with (another `tokenizers` version?); rebuild them with `tempo-fast pretrain`")
         build_tiny(tmp, weights=WEIGHTS_FILE)
-    return _build_atomic(target, build)
+    return build_atomic(target, build)
