@@ -27,6 +27,8 @@
 #include <c10/util/Half.h>
 #include <torch/library.h>
 
+#include "common/video_geometry.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -150,32 +152,13 @@ at::Tensor preprocess_video_cuda(const at::Tensor& frames, bool channels_last, i
                                  int64_t merge_size, const at::Tensor& shift, const at::Tensor& scale,
                                  at::ScalarType dtype, bool quantize, int64_t isa) {
   TORCH_CHECK(frames.is_cuda(), "preprocess_video: frames must be on a CUDA device");
-  TORCH_CHECK(frames.scalar_type() == at::kByte, "preprocess_video: frames must be uint8, got ",
-              frames.scalar_type());
-  TORCH_CHECK(frames.dim() == 4, "preprocess_video: frames must be 4-D ([T, C, H, W] or "
-              "[T, H, W, C]), got shape ", frames.sizes());
-  TORCH_CHECK(dtype == at::kFloat || dtype == at::kBFloat16 || dtype == at::kHalf,
-              "preprocess_video: dtype must be float32, bfloat16 or float16, got ", dtype);
-  Geometry g{};
-  g.T = frames.size(0);
-  g.C = channels_last ? frames.size(3) : frames.size(1);
-  g.H = channels_last ? frames.size(1) : frames.size(2);
-  g.W = channels_last ? frames.size(2) : frames.size(3);
-  g.sT = frames.stride(0);
-  g.sC = channels_last ? frames.stride(3) : frames.stride(1);
-  g.sH = channels_last ? frames.stride(1) : frames.stride(2);
-  g.sW = channels_last ? frames.stride(2) : frames.stride(3);
-  g.h = height; g.w = width;
-  g.tp = temporal_patch_size; g.p = patch_size; g.m = merge_size;
-  TORCH_CHECK(g.C == 1 || g.C == 3, "preprocess_video: need 1 or 3 channels, got ", g.C,
-              " (shape ", frames.sizes(), ", channels_last=", channels_last, ")");
-  TORCH_CHECK(g.T > 0 && g.H > 0 && g.W > 0, "preprocess_video: empty frames, shape ", frames.sizes());
-  TORCH_CHECK(g.tp > 0 && g.p > 0 && g.m > 0, "preprocess_video: patch sizes must be positive");
-  TORCH_CHECK(g.h > 0 && g.w > 0 && g.h % (g.p * g.m) == 0 && g.w % (g.p * g.m) == 0,
-              "preprocess_video: output size must be multiples of patch_size*merge_size=",
-              g.p * g.m, ", got ", g.h, "x", g.w);
-  TORCH_CHECK(shift.numel() == g.C && scale.numel() == g.C,
-              "preprocess_video: shift and scale need ", g.C, " values each");
+  const tempo_fast::VideoGeometry v = tempo_fast::video_geometry(
+      frames, channels_last, height, width, temporal_patch_size, patch_size, merge_size, shift, scale, dtype);
+  Geometry g{};  // the kernel's 32-bit copy
+  g.T = int(v.T); g.C = int(v.C); g.H = int(v.H); g.W = int(v.W);
+  g.sT = v.sT; g.sC = v.sC; g.sH = v.sH; g.sW = v.sW;
+  g.h = int(v.h); g.w = int(v.w);
+  g.tp = int(v.tp); g.p = int(v.p); g.m = int(v.m);
   TORCH_CHECK(g.T <= 65535, "preprocess_video: at most 65535 frames per call on CUDA, got ", g.T);
   const at::Tensor sh = shift.to(at::kCPU, at::kFloat).contiguous(), sc = scale.to(at::kCPU, at::kFloat).contiguous();
   const float* shp = sh.const_data_ptr<float>();
