@@ -24,11 +24,15 @@ CPU; the share of those tokens transformers' `generate` gives is printed), and t
 one-prompt engine's on every prompt, greedy and sampled (each prompt has its own seeded
 generator; checked on the CPU, the share printed on CUDA). Each timed call reseeds.
 
-Predict rows: `--queries` queries (several per clip) over synthetic clips; the same predictions
-at every batch size and worker count (checked: the files are equal). Rows per provider
-`predict_b{B}_w{workers}`: queries_per_s, tokens_per_s and the stage seconds of the summary
-(decode_s and preprocess_s in the workers, prefill_s and generate_s in the model, wait_s the
-model blocked on the workers, seconds the wall time).
+Predict rows: `--queries` queries (several per clip: 48 queries over 8 clips) over synthetic
+clips; the same predictions at every batch size and worker count, with and without the frame
+cache (checked: the files are equal). Rows per provider `predict_b{B}_w{workers}` (frame cache
+on, the default: each clip decoded once) and `predict_b{B}_w{workers}_nocache` (every query
+decodes its clip): queries_per_s, tokens_per_s, the stage seconds of the summary (decode_s and
+preprocess_s in the workers, prefill_s and generate_s in the model, wait_s the model blocked on
+the workers, seconds the wall time) and videos_decoded. `--threads N` sets torch's intra-op
+threads for the whole run (recorded in the shape; on a machine whose cores other jobs keep busy,
+2 OpenMP threads can make each small op wait for a descheduled thread: use 1 there).
 
 Rows go to benchmarks/results/infer.csv.
 """
@@ -254,16 +258,17 @@ def write_annotations(folder: Path, clips: list[str], queries: int) -> Path:
     return ann
 
 
-def bench_predict(vl, folder: Path, ann: Path, args, batch_size: int, workers: int) -> tuple[dict, str]:
+def bench_predict(vl, folder: Path, ann: Path, args, batch_size: int, workers: int,
+                  cache: bool = True) -> tuple[dict, str]:
     """`predict`'s summary over the annotations (a fresh output file) and the file's text."""
     from tempo_fast.infer import InferConfig, predict
 
-    out = folder / f"preds_b{batch_size}_w{workers}.jsonl"
+    out = folder / f"preds_b{batch_size}_w{workers}_c{int(cache)}.jsonl"
     out.unlink(missing_ok=True)
     pixels = args.size[0] * args.size[1]
     config = InferConfig(num_frames=args.frames, min_pixels=pixels, max_pixels=pixels, num_samples=args.num_samples,
                          max_new_tokens=args.max_new_tokens, workers=workers, batch_size=batch_size,
-                         prefetch=max(4, batch_size))
+                         prefetch=max(4, batch_size), **({} if cache else {"frame_cache_mb": 0}))
     summary = predict(ann, folder, model=vl, out=out, config=config, progress=False)
     if summary["errors"]:
         raise RuntimeError(f"bench_infer: predict wrote error records: {summary}")
@@ -287,6 +292,8 @@ def main(argv=None) -> int:
     parser.add_argument("--clips", type=int, default=8, help="videos for the predict rows")
     parser.add_argument("--reps", type=int, default=5, help="timed repetitions of the engine rows")
     parser.add_argument("--no-predict", action="store_true", help="skip the predict rows")
+    parser.add_argument("--no-engines", action="store_true", help="skip the engine rows (predict rows only)")
+    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     parser.add_argument("--no-csv", action="store_true", help="print only, append no rows")
     args = parser.parse_args(argv)
     device = args.device
@@ -298,16 +305,23 @@ def main(argv=None) -> int:
     args.size = tuple(args.size or ((448, 448) if gpu else (112, 112)))
     args.prompts = args.prompts or (8 if gpu else 16)
     args.queries = args.queries or (16 if gpu else 48)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    threads = f"threads={torch.get_num_threads()}"
 
     from tempo_fast.model import load_model
 
     vl = model_7b(device) if gpu else load_model(args.model, device=device)
-    prompts = make_prompts(vl, args.prompts, args.frames, args.size)
-    match = check_greedy(vl, prompts[0], args.max_new_tokens, device)
-    print(f"greedy tokens equal the teacher-forced argmax; transformers' generate gives {match:.0%} of them")
-    same = check_batched(vl, prompts, args, device)
-    print(f"completions equal between the batched and the one-prompt engine: {same:.0%}")
-    rows, qps, tokens = bench_engines(vl, prompts, args, device)
+    rows, qps, tokens = [], {}, {}
+    if not args.no_engines:
+        prompts = make_prompts(vl, args.prompts, args.frames, args.size)
+        match = check_greedy(vl, prompts[0], args.max_new_tokens, device)
+        print(f"greedy tokens equal the teacher-forced argmax; transformers' generate gives {match:.0%} of them")
+        same = check_batched(vl, prompts, args, device)
+        print(f"completions equal between the batched and the one-prompt engine: {same:.0%}")
+        rows, qps, tokens = bench_engines(vl, prompts, args, device)
+        for row in rows:
+            row["shape"] += f" {threads}"
     dtype = str(vl.dtype)[6:]
     speedups = {}
     if args.no_predict:
@@ -322,32 +336,46 @@ def main(argv=None) -> int:
             bench_predict(vl, folder, warm, args, args.batch_size, 2)  # warm-up: decoders, caches, threads
             ann = write_annotations(folder, clips, args.queries)
             texts, rates = {}, {}
-            for batch_size, workers in ((1, 0), (1, 2), (args.batch_size, 0), (args.batch_size, 2)):
-                summary, texts[(batch_size, workers)] = bench_predict(vl, folder, ann, args, batch_size, workers)
-                rates[(batch_size, workers)] = summary["queries"] / summary["seconds"]
-                shape = (f"G={args.num_samples}+greedy queries={summary['queries']} new<={args.max_new_tokens} "
-                         f"frames={args.frames}@{args.size[0]}x{args.size[1]}")
-                provider = f"predict_b{batch_size}_w{workers}"
-                stats = [("queries_per_s", rates[(batch_size, workers)], "1/s"),
+            B = args.batch_size
+            for batch_size, workers, cache in ((1, 0, True), (1, 2, True), (B, 0, True), (B, 2, True),
+                                               (1, 2, False), (B, 2, False)):
+                key = (batch_size, workers, cache)
+                summary, texts[key] = bench_predict(vl, folder, ann, args, batch_size, workers, cache)
+                rates[key] = summary["queries"] / summary["seconds"]
+                shape = (f"G={args.num_samples}+greedy queries={summary['queries']} clips={args.clips} "
+                         f"new<={args.max_new_tokens} frames={args.frames}@{args.size[0]}x{args.size[1]} {threads}")
+                provider = f"predict_b{batch_size}_w{workers}" + ("" if cache else "_nocache")
+                stats = [("queries_per_s", rates[key], "1/s"),
                          ("tokens_per_s", summary["tokens"] / summary["seconds"], "tokens/s")]
                 stats += [(k, summary[k], "s") for k in ("seconds", "decode_s", "preprocess_s", "prefill_s",
                                                          "generate_s", "wait_s")]
+                stats.append(("videos_decoded", summary["videos_decoded"], "videos"))
+                print(f"{provider}: {rates[key]:.1f} queries/s, " + ", ".join(
+                    f"{k} {summary[k]:.3f}" for k in ("seconds", "decode_s", "preprocess_s", "prefill_s",
+                                                      "generate_s", "wait_s")), flush=True)
                 for metric, value, unit in stats:
                     rows.append(dict(what="infer", provider=provider, mode="end_to_end", shape=shape, dtype=dtype,
                                      metric=metric, median=value, unit=unit, device=device_name(device)))
             if len(set(texts.values())) != 1:
-                raise AssertionError("bench_infer: predict wrote different predictions at different batch sizes")
-            print("predictions equal at every batch size and worker count")
+                raise AssertionError("bench_infer: predict wrote different predictions at different batch sizes, "
+                                     "worker counts or with and without the frame cache")
+            print("predictions equal at every batch size and worker count, with and without the frame cache")
             for workers in (0, 2):
-                speedups[f"predict --batch-size {args.batch_size} vs 1, workers {workers}"] = \
-                    rates[(args.batch_size, workers)] / rates[(1, workers)]
-            speedups[f"predict --batch-size {args.batch_size} workers 2 vs --batch-size 1 workers 0"] = \
-                rates[(args.batch_size, 2)] / rates[(1, 0)]
-    print_table(rows)
+                speedups[f"predict --batch-size {B} vs 1, workers {workers}"] = \
+                    rates[(B, workers, True)] / rates[(1, workers, True)]
+            speedups[f"predict --batch-size {B} vs 1, workers 2, no frame cache"] = \
+                rates[(B, 2, False)] / rates[(1, 2, False)]
+            speedups[f"predict --batch-size {B} workers 2 with vs without the frame cache"] = \
+                rates[(B, 2, True)] / rates[(B, 2, False)]
+            speedups[f"predict --batch-size {B} workers 2 (cache) vs --batch-size 1 workers 2 without"] = \
+                rates[(B, 2, True)] / rates[(1, 2, False)]
+    if rows:
+        print_table(rows)
     batched = f"batched_engine_b{args.batch_size}"
-    print(f"batched engine vs one-prompt engine: {qps[batched] / qps['one_prompt_engine']:.2f}x queries/s; "
-          f"vs transformers generate: {qps[batched] / qps['hf_generate']:.2f}x queries/s, "
-          f"{qps[batched] * tokens[batched] / (qps['hf_generate'] * tokens['hf_generate']):.2f}x tokens/s")
+    if qps:
+        print(f"batched engine vs one-prompt engine: {qps[batched] / qps['one_prompt_engine']:.2f}x queries/s; "
+              f"vs transformers generate: {qps[batched] / qps['hf_generate']:.2f}x queries/s, "
+              f"{qps[batched] * tokens[batched] / (qps['hf_generate'] * tokens['hf_generate']):.2f}x tokens/s")
     for name, value in speedups.items():
         print(f"{name}: {value:.2f}x queries/s")
     if not args.no_csv:

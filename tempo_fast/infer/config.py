@@ -43,6 +43,7 @@ class InferConfig:
     batch_tokens: int | None = None  # padded prompt tokens per forward at most; None: chosen for the device (CPU 16384, CUDA 65536)
     workers: int = 2  # threads decoding and preprocessing ahead of the model (0: inline)
     prefetch: int = 8  # queries prepared ahead of the batch the model is answering, at most (bounded queue)
+    frame_cache_mb: int = 1024  # sampled frames kept per predict run (MiB, LRU), each video decoded once for all its queries; 0: off
 
     def __post_init__(self):
         def bad(name, expected):
@@ -64,7 +65,7 @@ class InferConfig:
         if self.min_pixels is not None and self.max_pixels is not None and self.min_pixels > self.max_pixels:
             raise ValueError(f"InferConfig: min_pixels {self.min_pixels} > max_pixels {self.max_pixels}")
         for name, low in (("num_samples", 0), ("top_k", 0), ("max_new_tokens", 1), ("max_windows", 1),
-                          ("workers", 0), ("prefetch", 1)):
+                          ("workers", 0), ("prefetch", 1), ("frame_cache_mb", 0)):
             if not is_int(getattr(self, name)) or getattr(self, name) < low:
                 bad(name, f"an int >= {low}")
         for name in ("batch_size", "batch_tokens"):

@@ -119,28 +119,41 @@ def pixel_bounds(vl, config: InferConfig) -> tuple[int, int]:
     return low, high
 
 
-def sample_frames(vl, video_path, config: InferConfig):
+def sampling_key(vl, config: InferConfig) -> tuple:
+    """Everything besides the file that a query's sampled frames depend on (the frame cache's key)."""
+    factor = int(vl.vision.patch_size) * int(vl.vision.spatial_merge_size)
+    return (config.num_frames, float(config.alpha), float(config.probe_fps), bool(config.decode_resize),
+            factor, *pixel_bounds(vl, config))
+
+
+def sample_frames(vl, video_path, config: InferConfig, cache=None):
     """Frames of the video for the model: SAA (`alpha > 0`) or uniform times, resized in the decoder
-    to the model's frame size when `config.decode_resize`."""
+    to the model's frame size when `config.decode_resize`. cache: a `FrameCache` shared by the
+    queries of a run (each video decoded once), or None."""
     from tempo_fast.video import probe, saa_sample, smart_resize
 
-    size = None
-    if config.decode_resize:
-        info = probe(video_path)
-        factor = int(vl.vision.patch_size) * int(vl.vision.spatial_merge_size)
-        size = smart_resize(info.height, info.width, factor, *pixel_bounds(vl, config))
-    return saa_sample(video_path, config.num_frames, alpha=config.alpha, probe_fps=config.probe_fps, size=size)
+    def decode():
+        size = None
+        if config.decode_resize:
+            info = probe(video_path)
+            factor = int(vl.vision.patch_size) * int(vl.vision.spatial_merge_size)
+            size = smart_resize(info.height, info.width, factor, *pixel_bounds(vl, config))
+        return saa_sample(video_path, config.num_frames, alpha=config.alpha, probe_fps=config.probe_fps, size=size)
+
+    return decode() if cache is None else cache.get(video_path, sampling_key(vl, config), decode)
 
 
-def prepare(vl, video_path, query: str, config: InferConfig) -> dict:
-    """Decode, sample and preprocess one query: {"prompt": PromptInputs, "decode_s", "preprocess_s"}.
-    Raises FileNotFoundError / VideoError for a missing or undecodable video."""
+def prepare(vl, video_path, query: str, config: InferConfig, cache=None) -> dict:
+    """Decode, sample and preprocess one query: {"prompt": PromptInputs, "decode_s", "preprocess_s"}
+    (decode_s: the lookup, or the wait for another worker decoding the same video, on a cache hit).
+    cache: a `FrameCache` (see `sample_frames`). Raises FileNotFoundError / VideoError for a
+    missing or undecodable video."""
     from tempo_fast.model import build_prompt
 
     if not isinstance(query, str) or not query.strip():
         raise ValueError(f"query must be a non-empty string, got {query!r}")
     start = time.perf_counter()
-    frames = sample_frames(vl, video_path, config)
+    frames = sample_frames(vl, video_path, config, cache)
     mid = time.perf_counter()
     low, high = pixel_bounds(vl, config)
     with _TOKENIZER_LOCK:  # a fast tokenizer may raise "Already borrowed" when shared by threads

@@ -3,6 +3,10 @@
     workers (threads)     decode + SAA + resize + prompt of the next queries (decode, resize and
                           patchify release the GIL), at most `batch_size + prefetch` queries ahead
                           of the model (a bounded queue, in annotation order)
+    frame cache           each video decoded and SAA-sampled once, its frames shared by all of its
+                          queries (`frame_cache.FrameCache`: LRU of `frame_cache_mb` MiB, keyed by
+                          the file's path, inode, size and mtime and the sampling settings; a
+                          worker wanting a video another one is decoding waits for it)
     batcher               takes the next prepared query (waiting for it if it is not ready), then
                           every following one already prepared, up to `batch_size` queries and
                           `batch_tokens` padded prompt tokens: batches form as prompts are ready
@@ -26,8 +30,10 @@ as separate processes (`rank=`/`world_size=` given, no process group) leave thei
 `merge_shards` (`tempo-fast predict --merge`).
 
 Where the time goes (the summary): decode_s and preprocess_s summed over queries (in the
-workers, overlapping the model), prefill_s and generate_s (decode steps) summed over batches,
-wait_s the model's time blocked on the workers, seconds the wall time.
+workers, overlapping the model; decode_s of a query served from the frame cache is its lookup or
+its wait for the worker decoding that video), prefill_s and generate_s (decode steps) summed over
+batches, wait_s the model's time blocked on the workers, seconds the wall time; videos_decoded
+and frames_cached count the queries that decoded their video and those served from the cache.
 """
 from __future__ import annotations
 
@@ -41,6 +47,7 @@ from pathlib import Path
 import torch
 
 from tempo_fast.infer.config import InferConfig, batch_limits
+from tempo_fast.infer.frame_cache import FrameCache
 from tempo_fast.infer.files import merge_shards, qid_key, read_predictions, shard_path, write_atomic
 from tempo_fast.infer.grounding import Grounder, load, pixel_bounds, prepare, query_seed
 
@@ -67,11 +74,11 @@ def _start_group(device: str) -> bool:
     return True
 
 
-def _safe_prepare(vl, record, config: InferConfig):
+def _safe_prepare(vl, record, config: InferConfig, cache: FrameCache):
     try:
         if record.video_path is None or not record.video_path.is_file():
             raise FileNotFoundError(f"video file not found: {record.video_path}")
-        return prepare(vl, record.video_path, record.query, config)
+        return prepare(vl, record.video_path, record.query, config, cache)
     except (OSError, ValueError, RuntimeError) as err:  # missing / corrupt video: an error record
         return f"{type(err).__name__}: {err}"
 
@@ -84,13 +91,14 @@ class Prefetcher:
         self.pool = ThreadPoolExecutor(config.workers, thread_name_prefix="prepare") if config.workers else None
         self.pending = deque()
         self.wait_s = 0.0
+        self.cache = FrameCache(config.frame_cache_mb * 2**20)
         for _ in range(ahead):
             self._submit()
 
     def _submit(self) -> None:
         record = next(self.records, None)
         if record is not None:
-            job = self.pool.submit(_safe_prepare, self.vl, record, self.config) if self.pool else None
+            job = self.pool.submit(_safe_prepare, self.vl, record, self.config, self.cache) if self.pool else None
             self.pending.append((record, job))
 
     def ready(self) -> bool:
@@ -102,7 +110,7 @@ class Prefetcher:
         record, job = self.pending[0]
         if job is None:
             job = Future()
-            job.set_result(_safe_prepare(self.vl, record, self.config))
+            job.set_result(_safe_prepare(self.vl, record, self.config, self.cache))
             self.pending[0] = (record, job)
         elif not job.done():
             start = time.perf_counter()
@@ -236,7 +244,8 @@ def predict(annotations, videos_dir, *, model=None, out, config: InferConfig | N
             totals[k] += timing[k]
     totals["wait_s"] = feed.wait_s
     counts = {"queries": len(todo), "skipped": len(mine) - len(todo), "errors": errors, "batches": batches,
-              "tokens": tokens, "seconds": time.perf_counter() - start, **totals}
+              "tokens": tokens, "seconds": time.perf_counter() - start, **totals,
+              "videos_decoded": feed.cache.misses, "frames_cached": feed.cache.hits}
     if grouped:
         import torch.distributed as dist
 
