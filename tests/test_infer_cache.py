@@ -206,3 +206,26 @@ def test_predict_same_with_and_without_cache(clips, vl, tmp_path):
     assert (cache.hits, cache.misses) == (1, 1)
     other = infer.sample_frames(vl, clips / "vb.mp4", InferConfig(**{**SMALL, "num_frames": 6}), cache)
     assert other.data.shape[0] == 6 and cache.misses == 2  # other settings: decoded, not served
+
+
+def test_workers_run_torch_on_one_thread(clips, vl, tmp_path, monkeypatch):
+    """Prefetch workers use one intra-op thread each (an OpenMP team per worker on top of the
+    model's oversubscribes the cores); the model's thread keeps its own setting."""
+    from tempo_fast.infer import pipeline
+
+    seen = []
+
+    def prepare(vl, path, query, config, cache):
+        seen.append(torch.get_num_threads())
+        raise ValueError("not decoded in this test")
+
+    monkeypatch.setattr(pipeline, "prepare", prepare)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)  # so that the workers' 1 is theirs, not the default
+    try:
+        ann = _annotations(tmp_path / "ann.jsonl", ["va", "vb", "vc"])
+        summary = infer.predict(ann, clips, model=vl, out=tmp_path / "p.jsonl", config=InferConfig(**SMALL),
+                                progress=False)
+        assert summary["errors"] == 3 and seen == [1, 1, 1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -2,7 +2,8 @@
 
     workers (threads)     decode + SAA + resize + prompt of the next queries (decode, resize and
                           patchify release the GIL), at most `batch_size + prefetch` queries ahead
-                          of the model (a bounded queue, in annotation order)
+                          of the model (a bounded queue, in annotation order); one torch intra-op
+                          thread each, so their OpenMP teams do not oversubscribe the model's cores
     frame cache           each video decoded and SAA-sampled once, its frames shared by all of its
                           queries (`frame_cache.FrameCache`: LRU of `frame_cache_mb` MiB, keyed by
                           the file's path, inode, size and mtime and the sampling settings; a
@@ -83,12 +84,20 @@ def _safe_prepare(vl, record, config: InferConfig, cache: FrameCache):
         return f"{type(err).__name__}: {err}"
 
 
+def _one_intra_op_thread() -> None:
+    """A worker's torch ops run on its own thread (torch's OpenMP thread count is per thread): an
+    OpenMP team per worker on top of the model's would oversubscribe the cores, and the workers'
+    ops are small. Their results do not depend on it (integer SAA sums, per-pixel preprocessing)."""
+    torch.set_num_threads(1)
+
+
 class Prefetcher:
     """Prepared queries in order, `ahead` at most in flight in `workers` threads (0: inline)."""
 
     def __init__(self, vl, records, config: InferConfig, ahead: int):
         self.vl, self.config, self.records = vl, config, iter(records)
-        self.pool = ThreadPoolExecutor(config.workers, thread_name_prefix="prepare") if config.workers else None
+        self.pool = ThreadPoolExecutor(config.workers, thread_name_prefix="prepare",
+                                       initializer=_one_intra_op_thread) if config.workers else None
         self.pending = deque()
         self.wait_s = 0.0
         self.cache = FrameCache(config.frame_cache_mb * 2**20)
