@@ -12,6 +12,6 @@ from .grounding import (TIMING_KEYS, Grounder, answer_likelihoods, ground, load,
                         prepare, query_seed, sample_frames)
 from .pipeline import STAGES, predict
 
-__all__ = ["SCORES", "STAGES", "TIMING_KEYS", "FrameCache", "Grounder", "InferConfig", "answer_likelihoods", "batch_limits",
-           "ground", "load", "merge_candidates", "merge_shards", "pixel_bounds", "predict", "prepare",
+__all__ = ["SCORES", "STAGES", "TIMING_KEYS", "FrameCache", "Grounder", "InferConfig", "answer_likelihoods",
+           "batch_limits", "ground", "load", "merge_candidates", "merge_shards", "pixel_bounds", "predict", "prepare",
            "query_seed", "read_predictions", "sample_frames", "shard_path"]

@@ -43,7 +43,7 @@ class InferConfig:
     batch_tokens: int | None = None  # padded prompt tokens per forward at most; None: chosen for the device (CPU 16384, CUDA 65536)
     workers: int = 2  # threads decoding and preprocessing ahead of the model (0: inline)
     prefetch: int = 8  # queries prepared ahead of the batch the model is answering, at most (bounded queue)
-    frame_cache_mb: int = 1024  # sampled frames kept per predict run (MiB, LRU), each video decoded once for all its queries; 0: off
+    frame_cache_mb: int = 1024  # MiB of sampled frames kept per predict run (LRU): a video decoded once; 0: off
 
     def __post_init__(self):
         def bad(name, expected):
