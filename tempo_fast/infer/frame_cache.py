@@ -61,7 +61,8 @@ class FrameCache:
         """The frames of `path` under `settings` (a hashable tuple): cached, or `make()`'s result,
         stored for the next query. Raises what `make` raises (FileNotFoundError for a missing file)."""
         if self.max_bytes == 0:
-            self.misses += 1
+            with self._lock:
+                self.misses += 1
             return make()
         stamp = file_stamp(path)
         key = (*stamp, settings)

@@ -48,8 +48,8 @@ from pathlib import Path
 import torch
 
 from tempo_fast.infer.config import InferConfig, batch_limits
-from tempo_fast.infer.frame_cache import FrameCache
 from tempo_fast.infer.files import merge_shards, qid_key, read_predictions, shard_path, write_atomic
+from tempo_fast.infer.frame_cache import FrameCache
 from tempo_fast.infer.grounding import Grounder, load, pixel_bounds, prepare, query_seed
 
 STAGES = ("decode_s", "preprocess_s", "prefill_s", "generate_s", "wait_s")
