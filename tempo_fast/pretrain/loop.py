@@ -17,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-from tempo_fast.pretrain.data import collate, encode, follow_ups, prepare_clips
+from tempo_fast.pretrain.data import collate, encode, follow_ups, pixel_inputs, prepare_clips
+from tempo_fast.pretrain.dense import DenseHead, VisionTap, clip_labels
 from tempo_fast.pretrain.evaluate import eval_examples, evaluate
 from tempo_fast.pretrain.tasks import make_task
 
@@ -87,9 +88,15 @@ def train_step(state: dict, step: int) -> dict:
     batches = [collate(vl, state["clips"], g) for g in groups]
     n_tokens = sum(int((b["labels"] >= 0).sum()) for b in batches)
     t1 = time.perf_counter()
-    total = 0.0
+    total, dense = 0.0, None
+    state["tap"].take()  # nothing from an evaluation forward
     for batch in batches:
         loss = loss_sum(vl, batch) / n_tokens
+        embeds = state["tap"].take()
+        if embeds is not None and cfg.dense_weight > 0:  # the video batch: dense vision labels too
+            labels = torch.cat([clip_labels(state["clips"], e.clip, vl) for e in examples if e.clip is not None])
+            dense = state["head"].loss(embeds, labels)
+            loss = loss + cfg.dense_weight * dense
         loss.backward()
         total += float(loss.detach())
     params = [p for g in opt.param_groups for p in g["params"]]
@@ -99,8 +106,28 @@ def train_step(state: dict, step: int) -> dict:
     sched.step()
     opt.zero_grad(set_to_none=True)
     t2 = time.perf_counter()
-    return {"loss": total, "lr": lr, "grad_norm": float(grad_norm), "stage": stage_of(cfg, step),
+    return {"loss": total, "dense_loss": float("nan") if dense is None else float(dense.detach()), "lr": lr,
+            "grad_norm": float(grad_norm), "stage": stage_of(cfg, step),
             "step_time": t2 - t0, "time_data": t1 - t0}
+
+
+DENSE_EVAL_CLIPS = 32  # held-out clips of the dense-label accuracy
+
+
+@torch.no_grad()
+def dense_eval(state: dict) -> dict:
+    """The dense head's per-field accuracy on the object tokens of held-out clips."""
+    vl, clips, indices = state["vl"], state["clips"], state["dense_eval"]
+    if not indices:
+        return {}
+    was_training = vl.model.training
+    vl.model.eval()
+    inputs = pixel_inputs(vl, clips, indices)
+    vl.model.model.visual(inputs["pixel_values_videos"], grid_thw=inputs["video_grid_thw"])
+    embeds = state["tap"].take()
+    vl.model.train(was_training)
+    labels = torch.cat([clip_labels(clips, i, vl) for i in indices])
+    return state["head"].accuracy(embeds, labels)
 
 
 def _export(state: dict, checkpoint: Path) -> None:
@@ -133,7 +160,8 @@ def _status_line(step: int, metrics: dict, cpu_seconds: float) -> str:
     return (f"step {step} cpu_s {cpu_seconds:.0f} event_acc {f('event_acc')} event_auc {f('event_auc')} "
             f"exists_acc {f('exists_acc')} exists_auc {f('exists_auc')} caption_token_acc {f('caption_token_acc')} "
             f"colour_acc {f('colour_acc')} shape_acc {f('shape_acc')} event_text_auc {f('event_text_auc')} "
-            f"event_evidence_auc {f('event_evidence_auc')}")
+            f"event_evidence_auc {f('event_evidence_auc')} dense_colour_acc {f('dense_colour_acc')} "
+            f"dense_shape_acc {f('dense_shape_acc')} dense_action_acc {f('dense_action_acc')}")
 
 
 def setup(cfg) -> dict:
@@ -154,18 +182,24 @@ def setup(cfg) -> dict:
     vl.model.config.use_cache = False
     vl.model.train()
     optim = _Optim(cfg)
-    optimizer, scheduler = build_optimizer(vl.model, optim, cfg.steps)
+    torch.manual_seed(cfg.seed)
+    head = DenseHead(int(vl.model.config.vision_config.out_hidden_size))
+    # one optimizer and schedule over the model and the dense head (the head is not exported)
+    optimizer, scheduler = build_optimizer(torch.nn.ModuleDict({"model": vl.model, "head": head}), optim, cfg.steps)
     held_out = clips.split(("val", "test"))[:cfg.eval_clips]
     state = {"cfg": cfg, "vl": vl, "clips": clips, "train_idx": clips.split(("train",)), "optimizer": optimizer,
              "scheduler": scheduler, "start": 0, "out": out, "cpu_seconds": 0.0,
              "export": cfg.export_dir or str(out / "latest_model"), "status": cfg.status_file or str(out / "STATUS"),
-             "eval": eval_examples(vl, clips, held_out, seed=cfg.seed + 1), "metrics": {}}
+             "eval": eval_examples(vl, clips, held_out, seed=cfg.seed + 1), "metrics": {},
+             "head": head, "tap": VisionTap(vl.model.model.visual), "dense_eval": held_out[:DENSE_EVAL_CLIPS]}
     checkpoint = latest_checkpoint(out) if cfg.resume else None
     if checkpoint is not None:
         restored = load_checkpoint(checkpoint, model=vl, optimizer=optimizer, scheduler=scheduler)
         state["start"] = restored["step"]
         state["cpu_seconds"] = restored["extra"].get("cpu_seconds", 0.0)
         state["metrics"] = restored["extra"].get("metrics", {})
+        if "dense_head" in restored["extra"]:
+            head.load_state_dict(restored["extra"]["dense_head"])
         print(f"resumed from {checkpoint} at step {state['start']}", flush=True)
     return state
 
@@ -184,7 +218,8 @@ def _save(state: dict, step: int) -> Path:
     cfg = state["cfg"]
     return save_checkpoint(state["out"], step=step, model=state["vl"], optimizer=state["optimizer"],
                            scheduler=state["scheduler"], data_state={"step": step}, config=cfg,
-                           extra={"cpu_seconds": state["cpu_seconds"], "metrics": state["metrics"]},
+                           extra={"cpu_seconds": state["cpu_seconds"], "metrics": state["metrics"],
+                                  "dense_head": state["head"].state_dict()},
                            keep=cfg.keep_checkpoints)
 
 
@@ -206,7 +241,7 @@ def train_pretrain(cfg) -> dict:
             t0 = time.process_time()
             metrics = train_step(state, step)
             if (cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps:
-                state["metrics"] = evaluate(state["vl"], state["clips"], state["eval"])
+                state["metrics"] = {**evaluate(state["vl"], state["clips"], state["eval"]), **dense_eval(state)}
                 metrics.update({f"eval_{k}": v for k, v in state["metrics"].items()})
             state["cpu_seconds"] += time.process_time() - t0
             metrics["cpu_seconds"] = state["cpu_seconds"]
@@ -222,5 +257,6 @@ def train_pretrain(cfg) -> dict:
     finally:
         bar.close()
         logger.close()
+        state["tap"].close()
     return {"checkpoint": checkpoint, "metrics": state["metrics"], "cpu_seconds": state["cpu_seconds"],
             "step": last}
