@@ -162,8 +162,8 @@ def test_shipped_weights_match_their_manifest():
 @needs_ffmpeg
 def test_shipped_model_answers_yes_no_above_chance_on_fresh_clips(tmp_path):
     """Clips of a seed nobody trains on, with the demo's generator settings; yes/no questions from
-    the video alone. Chance is an AUC of 0.5; the bound 0.6 is ~3 standard errors above it at
-    this size (the shipped model: ~0.7 on 200 such clips, see the manifest)."""
+    the video alone. Chance is an AUC of 0.5; the shipped model gets ~0.94 (event) / ~0.99 (exists)
+    on 200 such clips (see the manifest); 0.8 is ~3 standard errors below that at this size."""
     from tempo_fast.model import load_model
     from tempo_fast.pretrain.data import prepare_clips
     from tempo_fast.pretrain.evaluate import evaluate, eval_examples
@@ -176,4 +176,4 @@ def test_shipped_model_answers_yes_no_above_chance_on_fresh_clips(tmp_path):
     examples = [(g, e) for g, e in eval_examples(vl, clips, list(range(len(clips))), seed=0) if g in ("event", "exists")]
     metrics = evaluate(vl, clips, examples)
     assert len(examples) >= 90
-    assert (metrics["event_auc"] + metrics["exists_auc"]) / 2 > 0.6, metrics
+    assert (metrics["event_auc"] + metrics["exists_auc"]) / 2 > 0.8, metrics
