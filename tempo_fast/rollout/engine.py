@@ -125,7 +125,7 @@ class RolloutEngine:
         if batch_invariant is None:
             batch_invariant = vl.device.type == "cpu"
         self.batch_invariant = bool(batch_invariant) and not self.compile and attention in ("sdpa", invariant.NAME)
-        self.compact_below = 0.0 if self.compile or self.batch_invariant else float(compact_below)
+        self.compact_below = 0.0 if self.compile else float(compact_below)
         self._step = _decode_forward
         if self.compile:
             self._step = torch.compile(_decode_forward, mode="reduce-overhead", dynamic=False)
@@ -170,8 +170,11 @@ class RolloutEngine:
                                    dtype=first.dtype, device=first.device)
         return cache
 
-    def _shared_cache(self, prefix, num_samples: int, capacity: int):
-        """A batch-(B * num_samples) StaticCache holding prompt b's keys/values in rows b*G..b*G+G-1."""
+    def _shared_cache(self, prefix, num_samples: int, capacity: int, lengths: list):
+        """A batch-(B * num_samples) StaticCache holding prompt b's keys/values in rows b*G..b*G+G-1:
+        at slots 0..L_b-1 (the masked path skips the pad slots up to width), or with
+        batch_invariant right-aligned at slots width-L_b..width-1, so that prompt b's keys and
+        the generated ones (from slot width on) are one contiguous range (rollout/invariant.py)."""
         first = prefix.layers[0].keys
         count, width = first.shape[0], first.shape[2]
         rows = count * num_samples
@@ -185,6 +188,9 @@ class RolloutEngine:
             for target, source in ((shared.keys, layer.keys), (shared.values, layer.values)):
                 view = target.view(count, num_samples, *target.shape[1:])
                 view[:, :, :, :width].copy_(source[:, None].expand(-1, num_samples, -1, -1, -1))
+                for b, n in enumerate(lengths if self.batch_invariant else ()):
+                    if n < width:  # slots 0..width-n-1 keep stale values, never read
+                        view[b, :, :, width - n:width].copy_(source[b, None, :, :n].expand(num_samples, -1, -1, -1))
             shared.cumulative_length.fill_(width)
         return self._cache
 
@@ -196,6 +202,19 @@ class RolloutEngine:
             torch.index_select(source.values, 0, keep, out=target.values)
             target.cumulative_length.copy_(source.cumulative_length)
         return small
+
+    def _rows_to_keep(self, live: list, running: list, num_samples: int) -> list | None:
+        """Current batch rows to keep after a step (None: keep them all). Masked path: the running
+        rows, once at most `compact_below` of the rows run. Batch-invariant: every row of each
+        prompt with a running row (whole finished prompts go; the others keep all their rows, so
+        their attention segments and the >= 8-row products stay as they are alone)."""
+        if not self.compact_below or len(running) == len(live):
+            return None
+        if self.batch_invariant:
+            alive = {live[i] // num_samples for i in running}
+            keep = [i for i, r in enumerate(live) if r // num_samples in alive]
+            return keep if len(keep) < len(live) else None
+        return running if len(running) <= self.compact_below * len(live) else None
 
     # ---------------------------------------------------------------- stop strings
     def _piece(self, token: int) -> str:
@@ -272,7 +291,7 @@ class RolloutEngine:
             uniforms = None if blocks[0] is None else torch.stack(blocks, 1).reshape(max_new, N)
             t0 = time.perf_counter()
             logits, prefix = self._prefill(batch)
-            cache = self._shared_cache(prefix, G, capacity)
+            cache = self._shared_cache(prefix, G, capacity, batch.lengths)
             del prefix
             logits = logits.float().repeat_interleave(G, dim=0)
             _sync(device)
@@ -290,6 +309,7 @@ class RolloutEngine:
             lengths = [0] * N
             tails = [""] * N
             live = list(range(N))                            # original rows of the current batch rows
+            prompts_live = list(range(B))                    # prompts whose rows are in the batch, in order
             steps, row_steps = 0, 0
             for step in range(max_new):
                 tokens, logprobs = sample_tokens(logits, sampling, None if uniforms is None else uniforms[step, rows])
@@ -308,15 +328,17 @@ class RolloutEngine:
                 running = [i for i, r in enumerate(live) if active[r]]
                 if not running or step + 1 == max_new:
                     break
-                if len(running) <= self.compact_below * len(live) and len(running) < len(live):
-                    keep = torch.tensor(running, dtype=torch.long, device=device)
-                    cache = self._compact(cache, keep, capacity)
-                    rows, mask, next_pos, tokens = rows[keep], mask[keep], next_pos[keep], tokens[keep]
+                keep = self._rows_to_keep(live, running, G)
+                if keep is not None:
+                    index = torch.tensor(keep, dtype=torch.long, device=device)
+                    cache = self._compact(cache, index, capacity)
+                    rows, mask, next_pos, tokens = rows[index], mask[index], next_pos[index], tokens[index]
                     if greedy is not None:
                         greedy = ((rows % G) < greedy_rows).nonzero()[:, 0]
-                    live = [live[i] for i in running]
+                    live = [live[i] for i in keep]
+                    prompts_live = sorted({r // G for r in live})
                 position = (next_pos + step).view(1, -1, 1).expand(3, -1, 1)
-                with self._plan(invariant.decode_plan(batch.lengths, G, width, step, device)):
+                with self._plan(invariant.decode_plan([batch.lengths[b] for b in prompts_live], G, width, step)):
                     logits = self._step(self.vl.model, tokens[:, None], position, mask, cache).float()
             _sync(device)
             t2 = time.perf_counter()

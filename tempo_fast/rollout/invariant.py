@@ -56,11 +56,26 @@ def prefill_plan(lengths: list, device) -> list:
     return [Segment(slice(b, b + 1), n, torch.arange(n, device=device), True) for b, n in enumerate(lengths)]
 
 
-def decode_plan(lengths: list, num_samples: int, width: int, step: int, device) -> list:
-    """Segments of a decode step: prompt b's rows attend to slots 0..L_b-1 and width..width+step."""
-    generated = torch.arange(width, width + step + 1, device=device)
-    return [Segment(slice(b * num_samples, (b + 1) * num_samples), 1,
-                    torch.cat([torch.arange(n, device=device), generated]), False) for b, n in enumerate(lengths)]
+@dataclass
+class DecodePlan:
+    """A decode step's segments. The engine's batch-invariant cache is RIGHT-aligned: prompt b's
+    keys sit at slots width-L_b..width-1 and its generated ones at width..width+step, so its
+    G consecutive rows (in batch order) attend to one contiguous slot range, no mask."""
+
+    lengths: list             # L_b of the prompts in the batch, in order
+    num_samples: int          # rows per prompt
+    width: int                # slot of the first generated token (Lmax of the prefill)
+    step: int                 # generated tokens in the cache before this step's (step + 1 after it)
+
+    def segments(self):
+        """(rows, first slot, end slot) of each prompt."""
+        G, end = self.num_samples, self.width + self.step + 1
+        return [(slice(b * G, (b + 1) * G), self.width - n, end) for b, n in enumerate(self.lengths)]
+
+
+def decode_plan(lengths: list, num_samples: int, width: int, step: int) -> DecodePlan:
+    """The plan of a decode step over a right-aligned cache (`DecodePlan`)."""
+    return DecodePlan(list(lengths), int(num_samples), int(width), int(step))
 
 
 @contextlib.contextmanager
@@ -98,6 +113,8 @@ def rows_attention(module, query, key, value, attention_mask, dropout: float = 0
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       **kwargs)
     n_rep = query.shape[1] // key.shape[1]
+    if isinstance(plan, DecodePlan):
+        return _decode_attention(plan, query, key, value, n_rep, scaling), None
     out = query.new_zeros(query.shape)
     for seg in plan:
         q = query[seg.rows, :, :seg.queries].contiguous()
@@ -105,6 +122,23 @@ def rows_attention(module, query, key, value, attention_mask, dropout: float = 0
         v = _repeat_kv(value[seg.rows].index_select(2, seg.slots), n_rep)
         out[seg.rows, :, :seg.queries] = F.scaled_dot_product_attention(q, k, v, is_causal=seg.causal, scale=scaling)
     return out.transpose(1, 2).contiguous(), None
+
+
+def _decode_attention(plan: DecodePlan, query, key, value, n_rep: int, scaling) -> torch.Tensor:
+    """A decode step's attention, prompt by prompt, on views: `[N, 1, heads, dim]`. Prompt b's
+    keys and values are the cache's slots width-L_b..width+step of its rows (a strided view, no
+    copy) and its GQA heads are sdpa's `enable_gqa` (no repeat copy): on the CPU this gives the
+    same bits as sdpa on contiguous, repeated copies of the same keys
+    (tests/test_rollout_batched.py checks it for several head ratios and lengths)."""
+    G = plan.num_samples
+    if key.shape[0] != len(plan.lengths) * G:
+        raise ValueError(f"batch-invariant decode: the cache has {key.shape[0]} rows, the plan "
+                         f"{len(plan.lengths)} prompts x {G}")
+    gqa = n_rep > 1
+    outs = [F.scaled_dot_product_attention(query[rows, :, :1].contiguous(), key[rows, :, start:end],
+                                           value[rows, :, start:end], scale=scaling, enable_gqa=gqa)
+            for rows, start, end in plan.segments()]
+    return torch.cat(outs).transpose(1, 2).contiguous()
 
 
 def register() -> None:
