@@ -163,6 +163,89 @@ def test_dropping_finished_rows(vl, prompts):
     _assert_same(alone, want)
 
 
+def _lift_eos(vl, amplitude: float, offset: float):
+    """A hook making EOS's logit amax + amplitude * sin(3 * logit of token 3) + offset, row by row:
+    rows (and whole prompts) then stop at different steps."""
+    eos = vl.eos_token_ids[0]
+
+    def hook(module, inputs, output):
+        output = output.clone()
+        output[..., eos] = output.amax(-1) + amplitude * torch.sin(output[..., 3] * 3.0) + offset
+        return output
+
+    return vl.lm_head.register_forward_hook(hook)
+
+
+@pytest.mark.parametrize("sampling,G,lift", [
+    (SamplingConfig(max_new_tokens=12, greedy=True), 8, (1.0, 0.0)),
+    (SamplingConfig(max_new_tokens=12, greedy=True), 1, (1.0, 0.0)),
+    (SamplingConfig(max_new_tokens=12, temperature=1.0), 8, (1.5, -1.5)),
+    (SamplingConfig(max_new_tokens=12, temperature=1.0, top_k=40), 3, (1.5, -1.5))],
+    ids=["greedy-G8", "greedy-G1", "sampled-G8", "sampled-G3"])
+def test_dropping_finished_prompts(vl, prompts, sampling, G, lift):
+    """Batch-invariant mode drops a prompt once all its G rows have stopped (the others keep all
+    their rows): the same tokens and log-probs as the one-prompt engine (bitwise with G >= 8) and
+    as keeping every prompt to the end (compact_below=0), in fewer row-steps."""
+    seeds = range(len(prompts))
+    handle = _lift_eos(vl, *lift)
+    try:
+        alone = _one_by_one(vl, prompts, sampling, G, seeds)
+        kept = RolloutEngine(vl, sampling, batch_size=5, compact_below=0.0).generate_many(
+            prompts, G, generator=_gens(seeds))
+        engine = RolloutEngine(vl, sampling, batch_size=5)
+        assert engine.batch_invariant
+        dropped = engine.generate_many(prompts, G, generator=_gens(seeds))
+        pair = RolloutEngine(vl, sampling, batch_size=2).generate_many(prompts, G, generator=_gens(seeds))
+    finally:
+        handle.remove()
+    ends = [int(r.lengths.max()) for r in alone]
+    assert len(set(ends)) >= 3 and min(ends) < sampling.max_new_tokens, f"prompts must end at different steps: {ends}"
+    for got in (kept, dropped, pair):
+        _assert_same(got, alone, exact=G >= 8)
+    _assert_same(dropped, kept, exact=G >= 8)
+    assert kept[0].timing["row_steps"] == kept[0].timing["steps"] * G * len(prompts)
+    # dropped: each prompt decodes until its own last row stops
+    assert dropped[0].timing["row_steps"] == G * sum(ends)
+    assert dropped[0].timing["row_steps"] < kept[0].timing["row_steps"]
+
+
+@pytest.mark.parametrize("heads,kv_heads,dim", [(4, 4, 16), (4, 2, 16), (28, 4, 24)])
+def test_decode_attention_on_views_equals_copies(heads, kv_heads, dim):
+    """Batch-invariant decode attention (strided cache views, sdpa's enable_gqa) gives bitwise what
+    sdpa gives on contiguous copies of each prompt's slots with repeated GQA heads (what the
+    prompt alone gets), and matches a float64 softmax reference."""
+    from tempo_fast.rollout import invariant
+
+    gen = torch.Generator().manual_seed(heads + kv_heads + dim)
+    lengths, G, step, capacity = [37, 5, 64, 1], 3, 6, 80
+    width, rows = max(lengths), len(lengths) * G
+    key = torch.randn(rows, kv_heads, capacity, dim, generator=gen)
+    value = torch.randn(rows, kv_heads, capacity, dim, generator=gen)
+    query = torch.randn(rows, 1, heads, dim, generator=gen).transpose(1, 2)  # transformers' layout
+    scale = dim ** -0.5
+    def attend(keys, values):
+        token = invariant._PLAN.set(invariant.decode_plan(lengths, G, width, step))
+        try:
+            return invariant.rows_attention(None, query, keys, values, None, scaling=scale)[0]
+        finally:
+            invariant._PLAN.reset(token)
+
+    out = attend(key, value)
+    assert out.shape == (rows, 1, heads, dim)
+    n_rep = heads // kv_heads
+    for b, n in enumerate(lengths):
+        r = slice(b * G, (b + 1) * G)
+        slots = torch.arange(width - n, width + step + 1)  # right-aligned prompt keys, then generated ones
+        k = key[r].index_select(2, slots).repeat_interleave(n_rep, 1)
+        v = value[r].index_select(2, slots).repeat_interleave(n_rep, 1)
+        want = torch.nn.functional.scaled_dot_product_attention(query[r].contiguous(), k, v, scale=scale)
+        assert torch.equal(out[r].transpose(1, 2), want), f"prompt {b} (L={n}) differs from the copied keys"
+        weights = torch.softmax(query[r].double() @ k.double().transpose(-1, -2) * scale, -1)
+        torch.testing.assert_close(out[r].transpose(1, 2).double(), weights @ v.double(), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="rows"):
+        attend(key[:-1], value[:-1])
+
+
 def test_qwen3_vl_batch_equals_one_prompt_engine():
     from tempo_fast.model import build_prompt
 

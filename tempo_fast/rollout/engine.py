@@ -9,14 +9,17 @@ continuations decode together:
     prefill(B prompts)     one [B, Lmax] right-padded forward with the B videos and each prompt's
                            own 3-D rotary ids (rollout/batching.py); logits at each prompt's last token
     share caches           [B, H, Lmax, D] -> [B*G, H, capacity, D] per layer (one copy; rows
-                           b*G .. b*G+G-1 are prompt b's)
+                           b*G .. b*G+G-1 are prompt b's; right-aligned at slot Lmax with
+                           batch_invariant)
     repeat: sample ->      B*G x 1 text tokens at rotary id next_position_b + step on all three
       decode               axes (Qwen2.5-VL's rule for text after the prompt), slots Lmax + step,
                            the pad slots of shorter prompts masked; no vision inputs
-    finished rows          stop per row (EOS or a stop string); with batch_invariant=False, once at
+    finished rows          stop per row (EOS or a stop string). batch_invariant: a prompt whose G
+                           rows have all stopped leaves the cache and the batch at once (the others
+                           keep all their rows, so their bits do not change); masked path: once at
                            most `compact_below` of the rows still decode, the finished rows are
-                           dropped from the cache and the batch (the copy is worth it when attention
-                           over long video caches dominates a step); not with `compile=True`
+                           dropped (the copy is worth it when attention over long video caches
+                           dominates a step); neither with `compile=True` or compact_below=0
 
 `generate(prompt, G)` is `generate_batch([prompt], G)`; `generate_many(prompts, G)` cuts the
 prompts into batches (`batch_size` prompts, `batch_tokens` padded prefill tokens at most).
@@ -101,9 +104,9 @@ class RolloutEngine:
     token limit). batch_invariant: attention per prompt on exactly its own keys (rollout/
     invariant.py), so batching changes no bit (with sdpa attention; not with compile); None: on
     CPU only - on CUDA, cuBLAS and the attention kernels choose by batch shape anyway, so the
-    per-prompt calls and key copies would cost without making rows bitwise equal. compact_below:
-    drop finished rows once at most this share of the rows decode (0: never; not with
-    batch_invariant, whose row counts must stay).
+    per-prompt calls would cost without making rows bitwise equal. compact_below: drop finished
+    rows once at most this share of the rows decode; with batch_invariant, any value > 0 drops each
+    whole prompt as soon as all its rows have stopped (0: never drop).
     """
 
     def __init__(self, vl, sampling: SamplingConfig | None = None, *, compile: bool = False,

@@ -9,22 +9,25 @@ generated keys at L + step, G rows): ~1e-7 per layer, enough to flip a sampled t
 
 How: while the engine runs a forward inside `rows_plan(plan)`, the text model's attention is
 `rows_attention` (registered with transformers as "tempo_rows", attention function and mask),
-which cuts the batch into the plan's segments - one per prompt: its rows, its prefill length or
-its key slots - and calls `scaled_dot_product_attention` once per segment on contiguous copies
-of exactly that prompt's queries and keys:
+which cuts the batch into the plan's segments - one per prompt - and calls
+`scaled_dot_product_attention` once per segment on exactly that prompt's queries and keys:
 
-    prefill   rows [b], queries and keys 0..L_b-1, causal
-    decode    prompt b's G rows, keys at slots 0..L_b-1 then Lmax..Lmax+step, no mask
+    prefill   rows [b], queries and keys 0..L_b-1, causal (contiguous copies)
+    decode    prompt b's G rows, no mask, keys at slots width-L_b..width+step of the engine's
+              RIGHT-aligned cache (its prompt keys end at slot width, the generated ones follow):
+              one contiguous slot range, so a strided view of the cache (no copy) and sdpa's
+              enable_gqa (no GQA repeat copy), which on the CPU give the bits of contiguous,
+              repeated copies (tests/test_rollout_batched.py)
 
 A prompt alone (B = 1, Lmax = L_b) makes the very same calls, so its outputs are bitwise equal.
 The linear layers see B*G rows instead of G: on this machine's BLAS (MKL) a row's result does not
 depend on the row count once it is >= 8 (checked in tests/test_rollout_batched.py through the
-whole engine), so G >= 8 rows per prompt (GRPO's G=8, inference's 1 + 8) keep every bit; with
-fewer rows per prompt the log-probs still agree to float rounding. Outside `rows_plan` (training
-forwards, other callers) "tempo_rows" is plain sdpa.
+whole engine), so G >= 8 rows per prompt (GRPO's G=8, inference's 1 + 8) keep every bit - also
+when finished prompts leave the batch (each remaining prompt keeps its G rows); with fewer rows
+per prompt the log-probs still agree to float rounding. Outside `rows_plan` (training forwards,
+other callers) "tempo_rows" is plain sdpa.
 
-Cost: one attention call per prompt and a copy of its keys per layer and step (about the bytes
-attention reads anyway), and no dropping of finished rows (it would change the row counts);
+Cost: one attention call per prompt per layer and step (decode: ~4 ops each, on views);
 `RolloutEngine(batch_invariant=False)` is the one-call masked path over the static cache, which
 `compile=True` and CUDA use by default (GPU GEMM and attention kernels are chosen by batch shape,
 so per-prompt attention alone would not make rows bitwise equal there).
