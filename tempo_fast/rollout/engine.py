@@ -134,6 +134,7 @@ class RolloutEngine:
             self._step = torch.compile(_decode_forward, mode="reduce-overhead", dynamic=False)
         self._cache = None          # the shared StaticCache, reused while its shape fits
         self._cache_key = None      # (rows, capacity, dtype, device) of self._cache
+        self._spare = None          # batch-invariant drops: [(keys, values)] per layer, reused (_compact)
         self._pieces = {}           # token id -> its decoded text, for stop-string matching
         self._eos = frozenset(int(i) for i in vl.eos_token_ids)
         self._pad = int(vl.pad_token_id)
@@ -183,7 +184,7 @@ class RolloutEngine:
         rows = count * num_samples
         key = (rows, capacity, first.dtype, first.device)
         if self._cache is None or self._cache_key != key:
-            self._cache = None  # free the old buffers before allocating new ones
+            self._cache = self._spare = None  # free the old buffers before allocating new ones
             self._cache, self._cache_key = self._new_cache(rows, capacity, prefix), key
         for shared, layer in zip(self._cache.layers, prefix.layers):
             # In place: compiled steps and CUDA graphs hold these buffers' addresses. Slots past
@@ -198,13 +199,41 @@ class RolloutEngine:
         return self._cache
 
     def _compact(self, cache, keep: torch.Tensor, capacity: int):
-        """A new StaticCache with only rows `keep` of `cache` (the shared one stays for reuse)."""
-        small = self._new_cache(int(keep.numel()), capacity, cache)
+        """A StaticCache with only rows `keep` of `cache` (the shared one stays for reuse). Masked
+        path: a new cache. Batch-invariant (CPU, where a fresh zeroed cache costs its page faults
+        at every drop): views of the first rows of reused buffers, alternating between the shared
+        cache's (whose contents the next batch rewrites anyway) and one spare set sized by the
+        first drop of its shape (later drops keep fewer rows)."""
+        rows = int(keep.numel())
+        if not self.batch_invariant:
+            small = self._new_cache(rows, capacity, cache)
+            buffers = [(layer.keys, layer.values) for layer in small.layers]
+        else:
+            shared = [(layer.keys, layer.values) for layer in self._cache.layers]
+            on_shared = cache.layers[0].keys.data_ptr() == shared[0][0].data_ptr()
+            if on_shared and (self._spare is None or self._spare[0][0].shape[0] < rows
+                              or self._spare[0][0].shape[1:] != shared[0][0].shape[1:]):
+                self._spare = None
+                self._spare = [(layer.keys, layer.values) for layer in self._new_cache(rows, capacity, cache).layers]
+            buffers = self._spare if on_shared else shared
+            small = self._view_cache(buffers, rows, capacity)
+        for (keys, values), source in zip(buffers, cache.layers):
+            torch.index_select(source.keys, 0, keep, out=keys[:rows])
+            torch.index_select(source.values, 0, keep, out=values[:rows])
         for target, source in zip(small.layers, cache.layers):
-            torch.index_select(source.keys, 0, keep, out=target.keys)
-            torch.index_select(source.values, 0, keep, out=target.values)
             target.cumulative_length.copy_(source.cumulative_length)
         return small
+
+    def _view_cache(self, buffers, rows: int, capacity: int):
+        """A StaticCache whose layers are the first `rows` rows of `buffers` (no allocation)."""
+        from transformers import StaticCache
+
+        cache = StaticCache(config=self.vl.model.config, max_cache_len=capacity)
+        for layer, (keys, values) in zip(cache.layers, buffers):
+            empty = keys[:0, :, :0]
+            layer.lazy_initialization(empty, values[:0, :, :0])  # dtype, device, heads, dims; 0-byte buffers
+            layer.keys, layer.values, layer.batch_size = keys[:rows], values[:rows], rows
+        return cache
 
     def _rows_to_keep(self, live: list, running: list, num_samples: int) -> list | None:
         """Current batch rows to keep after a step (None: keep them all). Masked path: the running
