@@ -215,7 +215,7 @@ def test_build_prompt_shapes(vl):
     for stamp in ("<0.2 seconds>", "<1.2 seconds>", "<2.2 seconds>"):
         assert text.count(stamp + "<|vision_start|>") == 1
     assert text.startswith("<|im_start|>system\n") and text.endswith("<|im_end|>\n<|im_start|>assistant\n")
-    assert f"Query: {QUERY}\n" in text and "<answer>none</answer>" in text
+    assert text.endswith(f"<answer>none</answer>.\nQuery: {QUERY}<|im_end|>\n<|im_start|>assistant\n")
     # text tokens: the same id on all three axes, +1 per token inside each text run
     pos, is_text = prompt.position_ids[:, 0], prompt.input_ids[0] != vl.video_token_id
     assert torch.equal(pos[0, is_text], pos[1, is_text]) and torch.equal(pos[0, is_text], pos[2, is_text])

@@ -50,7 +50,7 @@ def test_yes_no_answers_agree_with_the_facts():
         pairs = {(c, o["shape"]) for o in plan["objects"] for c in o["colours"]}
         for _ in range(10):
             task = make_task(plan, "event", rng)
-            query = task.question.split("\n")[0].removeprefix("Query: ")
+            query = task.question.split("\n")[-1].removeprefix("Query: ")
             fields = parse_query(query)
             assert fields is not None, query
             assert task.answer == (YES if any(matches(fields, e) for e in plan["events"]) else NO), (query, plan["events"])

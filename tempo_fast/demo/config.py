@@ -41,6 +41,7 @@ class DemoConfig:
     grpo_lr: float = 1e-4                  # GRPO peak learning rate
     grpo_batch_size: int = 4               # GRPO prompts per step
     num_generations: int = 8               # G: sampled answers per prompt in GRPO
+    temperature: float = 1.0               # GRPO sampling temperature (below 1: fewer malformed samples)
     max_new_tokens: int = 24               # longest answer (GRPO sampling and evaluation)
     ablations: bool = True                 # run the ablations (False: SFT, GRPO and their scores only, for tuning)
     eval_batch_size: int = 16              # prompts per prefill in evaluation
@@ -92,7 +93,7 @@ def grpo_config(cfg: DemoConfig, data_cfg, out_dir: Path, init_from: Path, *, pi
                       run=RunConfig(out_dir=str(out_dir), steps=cfg.grpo_steps, batch_size=cfg.grpo_batch_size,
                                     seed=cfg.seed, device="cpu", log_every=1, save_every=0, keep_checkpoints=1,
                                     progress=cfg.progress),
-                      init_from=str(init_from), num_generations=cfg.num_generations,
+                      init_from=str(init_from), num_generations=cfg.num_generations, temperature=cfg.temperature,
                       max_new_tokens=cfg.max_new_tokens, pir=pir)
 
 

@@ -3,7 +3,8 @@
 `build_prompt(vl, frames, query)` returns a `PromptInputs` for one video and one query:
 - text: the chat prompt of `tempo_fast.video.eta.eta_prompt` (system turn, user turn holding the
   video in the ETA layout - a `<12.5 seconds>` timestamp before each temporal patch - then
-  `Query: ...` and `INSTRUCTION`, which asks for the answer grammar of DESIGN.md), ending with the
+  `INSTRUCTION`, which asks for the answer grammar of DESIGN.md, and `Query: ...` last, the layout
+  of the tiny model's pretraining questions, so that the prompt ends as they do), ending with the
   assistant turn opening. `timestamps=False` writes Qwen's plain layout instead (one
   `<|vision_start|>` ... `<|vision_end|>` around the whole video, no timestamp text): the model's
   native uniform-sampling prompt, used to check our position ids against transformers';
@@ -80,7 +81,7 @@ def question_text(query: str) -> str:
     """The text after the video in the user turn."""
     if not isinstance(query, str) or not query.strip():
         raise ValueError(f"build_prompt: query must be a non-empty string, got {query!r}")
-    return f"Query: {query.strip()}\n{INSTRUCTION}"
+    return f"{INSTRUCTION}\nQuery: {query.strip()}"
 
 
 def build_prompt(vl, frames, query: str, *, min_pixels: int | None = None, max_pixels: int | None = None,

@@ -100,7 +100,9 @@ def _grid(vl, frame_size: int, num_frames: int) -> torch.Tensor:
 
 
 def _answer_ids(vl, text: str) -> torch.Tensor:
-    ids = vl.tokenizer(text, add_special_tokens=False)["input_ids"]
+    from tempo_fast.pretrain.tasks import answer_text
+
+    ids = vl.tokenizer(answer_text(text), add_special_tokens=False)["input_ids"]
     return torch.tensor(list(ids) + [vl.tokenizer.convert_tokens_to_ids("<|im_end|>")], dtype=torch.long)
 
 

@@ -6,9 +6,10 @@
 - "event_evidence": event questions with the text evidence beside the video (stage 2);
 - "caption", "colour", "shape": from the video alone.
 `evaluate(vl, clips, examples)` scores them teacher-forced in batches: a yes/no decision is
-log p(yes) - log p(no) at the first answer token (accuracy at 0 and the AUC of that score);
-captions: the share of answer tokens predicted right (argmax given the true prefix) and of
-captions entirely right; colour / shape: the first answer token right.
+log p(yes) - log p(no) at the decision token (the first where "<answer>yes</answer>" and
+"<answer>no</answer>" differ; accuracy at 0 and the AUC of that score); captions: the share of
+answer tokens predicted right (argmax given the true prefix) and of captions entirely right;
+colour / shape: every answer token right.
 """
 from __future__ import annotations
 
@@ -65,8 +66,12 @@ def forward_logits(vl, batch) -> torch.Tensor:
 @torch.no_grad()
 def evaluate(vl, clips, examples, *, batch_size: int = 32) -> dict:
     """Metrics of the held-out `examples` (see the module docstring); the model is left in its mode."""
-    yes = vl.tokenizer.convert_tokens_to_ids("yes")
-    no = vl.tokenizer.convert_tokens_to_ids("no")
+    from tempo_fast.pretrain.data import _answer_ids
+    from tempo_fast.pretrain.tasks import NO, YES
+
+    yes_ids, no_ids = _answer_ids(vl, YES).tolist(), _answer_ids(vl, NO).tolist()
+    d = next(k for k, (a, b) in enumerate(zip(yes_ids, no_ids)) if a != b)  # the decision token
+    yes, no = yes_ids[d], no_ids[d]
     was_training = vl.model.training
     vl.model.eval()
     per: dict[str, dict[str, list]] = {}
@@ -79,12 +84,12 @@ def evaluate(vl, clips, examples, *, batch_size: int = 32) -> dict:
                 slot = per.setdefault(group, {"score": [], "label": [], "tokens": [], "whole": []})
                 f = int(batch["first"][row])
                 if e.label >= 0:
-                    slot["score"].append(float(logp[row, f, yes] - logp[row, f, no]))
+                    slot["score"].append(float(logp[row, f + d, yes] - logp[row, f + d, no]))
                     slot["label"].append(e.label)
                 n = len(e.answer)
                 pred = logp[row, f:f + n].argmax(-1)
                 right = (pred == e.answer).tolist()
-                slot["tokens"] += right if group == "caption" else right[:1]
+                slot["tokens"] += right if group == "caption" else [all(right)]
                 slot["whole"].append(all(right))
     finally:
         vl.model.train(was_training)

@@ -8,8 +8,11 @@ Each task is a `Task(kind, question, answer, video, evidence)`:
   changes colour);
 - "shape":    "What shape is the red object?" -> "circle" (a colour only one object ever shows);
 - "exists":   "Is there a red circle? Answer yes or no." -> "yes" / "no";
-- "event":    "Query: the red circle moves\\nDoes it happen? Answer yes or no." -> "yes" / "no", the
-  grounding prompt's own query line: the comparison of a query with the clip that refusing needs.
+- "event":    "Does it happen? Answer yes or no.\\nQuery: the red circle moves" -> "yes" / "no", in the
+  grounding prompt's layout (instruction, then the query line last): the comparison of a query with
+  the clip that refusing needs.
+Every answer is written in <answer> tags (`answer_text`): "<answer>yes</answer>", so the decision
+is predicted from the `<answer` token, where the grounding answer's refusal decision is.
 Negatives of the yes/no tasks are half "near" (one word of a true query swapped: colour, shape,
 action, size or target colour, checked against every event with `synthetic.matches`) and half
 "far" (a true query's action done by an object the clip does not have), built from the clip's own
@@ -28,7 +31,7 @@ from tempo_fast.data.synthetic import COLOURS, SHAPES, SIZES, matches, query_tex
 
 YES, NO = "yes", "no"
 ASK_YES_NO = "Answer yes or no."
-EVENT_INSTRUCTION = f"Does it happen? {ASK_YES_NO}"  # after the query line, as the grounding instruction
+EVENT_INSTRUCTION = f"Does it happen? {ASK_YES_NO}"  # before the query line, as the grounding instruction
 CAPTION_QUESTION = "Describe the video."
 KINDS = ("caption", "colour", "shape", "exists", "event")
 YES_NO_KINDS = ("exists", "event")
@@ -61,7 +64,14 @@ def _pairs(plan: dict) -> set[tuple[str, str]]:
 
 
 def _event_question(query: str) -> str:
-    return f"Query: {query}\n{EVENT_INSTRUCTION}"
+    return f"{EVENT_INSTRUCTION}\nQuery: {query}"
+
+
+def answer_text(answer: str) -> str:
+    """What the model writes for a task's answer: the words in <answer> tags, as every answer of the
+    grounding grammar is, so that a yes/no decision sits where the grounding refusal decision does
+    (the token after `<answer`)."""
+    return f"<answer>{answer}</answer>"
 
 
 def _exists_question(colour: str, shape: str) -> str:
@@ -174,7 +184,8 @@ def make_task(plan: dict, kind: str, rng: random.Random, *, video: bool = True, 
 def vocabulary_lines() -> list[str]:
     """Pretraining text for the tiny tokenizer's corpus (questions, answers, captions)."""
     lines = [CAPTION_QUESTION, ASK_YES_NO, YES, NO, " yes", " no", "Objects: ", EVENT_INSTRUCTION,
-             "the green diamond stays; the red circle moves."]
+             "the green diamond stays; the red circle moves.", f"{EVENT_INSTRUCTION}\nQuery: "]
+    lines += [answer_text(YES), answer_text(NO)] * 4 + [answer_text(c) for c in COLOURS] + [answer_text(s) for s in SHAPES]
     for colour in COLOURS:
         lines.append(f"What shape is the {colour} object?")
         for shape in SHAPES:
