@@ -5,7 +5,8 @@ prefill for all B prompts, each prompt's cache shared by its G rows.
     rollouts = engine.generate_many(prompts, 8, generator=[torch.Generator().manual_seed(s) for s in seeds])
 
 engine.py: the engine and `Rollout`; sampling.py: `SamplingConfig`, the sampler and its random
-numbers; batching.py: padding B prompts into one prefill, planning batches.
+numbers; batching.py: padding B prompts into one prefill, planning batches; cache.py: the shared
+static KV caches; invariant.py: batch-invariant attention.
 """
 from .batching import PromptBatch, pad_prompts, plan_batches
 from .engine import Rollout, RolloutEngine
