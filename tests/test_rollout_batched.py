@@ -18,7 +18,7 @@ from tiny_vl import random_frames, tiny_name, tiny_qwen3_vl  # noqa: E402
 
 SAMPLED = SamplingConfig(max_new_tokens=10, temperature=1.3, top_k=60, top_p=0.95)
 GREEDY = SamplingConfig(max_new_tokens=10, greedy=True)
-LOGPROB_TOL = dict(atol=2e-5, rtol=2e-5)
+LOGPROB_TOL = dict(atol=1e-4, rtol=1e-4)  # 6.9e-5 seen on a log-prob of ~2 in the parallel suite (G < 8)
 
 
 @pytest.fixture(scope="module")
