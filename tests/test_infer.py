@@ -14,7 +14,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from tempo_fast import cli, infer, rollout  # noqa: E402
 from tempo_fast.infer import InferConfig, merge_candidates  # noqa: E402
 from tempo_fast.rewards import parse_answer  # noqa: E402
-from tiny_vl import tiny_name  # noqa: E402
+from tiny_vl import clips, tiny_name, vl  # noqa: E402,F401 (clips, vl: fixtures)
 
 SMALL = dict(num_frames=4, min_pixels=56 * 56, max_pixels=56 * 56, num_samples=2, max_new_tokens=8,
              workers=2, prefetch=2)
@@ -78,23 +78,6 @@ def test_config_errors():
 
 
 # ---------------------------------------------------------------- ground
-
-
-@pytest.fixture(scope="module")
-def clips(tmp_path_factory):
-    from tempo_fast.video.clips import make_clip
-
-    folder = tmp_path_factory.mktemp("videos")
-    for i, name in enumerate(("va", "vb", "vc")):
-        make_clip(folder / f"{name}.mp4", width=56, height=56, fps=8, seconds=3 + i)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def vl():
-    from tempo_fast.model import load_model
-
-    return load_model(tiny_name())
 
 
 def test_ground_tiny_shape(clips, vl):

@@ -14,27 +14,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from tempo_fast import infer  # noqa: E402
 from tempo_fast.infer import FrameCache, InferConfig  # noqa: E402
 from tempo_fast.video import Frames  # noqa: E402
-from tiny_vl import tiny_name  # noqa: E402
+from tiny_vl import clips, tiny_name, vl  # noqa: E402,F401 (clips, vl: fixtures)
 
 SMALL = dict(num_frames=4, min_pixels=56 * 56, max_pixels=56 * 56, num_samples=2, max_new_tokens=8,
              workers=2, prefetch=2)
-
-
-@pytest.fixture(scope="module")
-def clips(tmp_path_factory):
-    from tempo_fast.video.clips import make_clip
-
-    folder = tmp_path_factory.mktemp("videos")
-    for i, name in enumerate(("va", "vb", "vc")):
-        make_clip(folder / f"{name}.mp4", width=56, height=56, fps=8, seconds=3 + i)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def vl():
-    from tempo_fast.model import load_model
-
-    return load_model(tiny_name())
 
 
 def _frames(nbytes: int, tag: int = 0) -> Frames:

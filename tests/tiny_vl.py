@@ -1,4 +1,5 @@
 """Small models and inputs shared by the rollout, inference and GRPO tests (not a test module)."""
+import pytest
 import torch
 
 
@@ -44,3 +45,22 @@ def tiny_qwen3_vl():
     model.generation_config.eos_token_id = [ids["<|im_end|>"]]
     model.generation_config.pad_token_id = ids["<|endoftext|>"]
     return VLModel(model=model, tokenizer=tok, family="qwen3_vl", path=".")
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    """Three small rendered clips va/vb/vc (56x56, 8 fps, 3-5 s) in a module-wide folder."""
+    from tempo_fast.video.clips import make_clip
+
+    folder = tmp_path_factory.mktemp("videos")
+    for i, name in enumerate(("va", "vb", "vc")):
+        make_clip(folder / f"{name}.mp4", width=56, height=56, fps=8, seconds=3 + i)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def vl():
+    """The tiny preset of `tiny_name()`, loaded once per module."""
+    from tempo_fast.model import load_model
+
+    return load_model(tiny_name())
