@@ -137,6 +137,43 @@ def test_resume_equals_uninterrupted(clip_root, tmp_path):
     assert 6 in la and all(lb[step] == loss for step, loss in la.items())
 
 
+def test_warm_restart_schedule():
+    from tempo_fast.pretrain.loop import _Optim, lr_multiplier
+    from tempo_fast.train.sft import lr_factor
+
+    one = PretrainConfig(steps=1000, warmup_steps=10)
+    assert [lr_multiplier(one, s) for s in range(0, 1001, 7)] == [lr_factor(s, _Optim(one), 1000) for s in range(0, 1001, 7)]
+    two = PretrainConfig(steps=1000, warmup_steps=10, cycle_steps=600, restart_lr_scale=0.5)
+    first = [lr_multiplier(two, s) for s in range(600)]
+    assert first == [lr_factor(s, _Optim(two), 600) for s in range(600)]
+    assert first[-1] == pytest.approx(0.1, rel=1e-3)                  # decayed to the floor
+    assert lr_multiplier(two, 600) == pytest.approx(0.5 / 11)          # warm-up again, to half the peak
+    assert lr_multiplier(two, 610) == pytest.approx(0.5)
+    assert lr_multiplier(two, 999) == pytest.approx(0.05, rel=1e-2)    # the shorter last cycle decays fully
+    assert lr_multiplier(two, 1000) == lr_multiplier(two, 5000) == pytest.approx(0.05)
+    with pytest.raises(ValueError, match="restart_lr_scale=0"):
+        PretrainConfig(restart_lr_scale=0)
+
+
+@needs_ffmpeg
+def test_resume_with_a_new_schedule_takes_its_lr(clip_root, tmp_path):
+    """Extending a finished run with a warm restart gives what the longer schedule gives from scratch."""
+    from safetensors.torch import load_file
+
+    from tempo_fast.pretrain.loop import train_pretrain
+    from tempo_fast.train.log import read_metrics
+
+    torch.set_num_threads(1)
+    longer = dict(steps=8, cycle_steps=4, restart_lr_scale=0.5, save_every=4)
+    straight = train_pretrain(_cfg(tmp_path / "a", clip_root, **longer))
+    train_pretrain(_cfg(tmp_path / "b", clip_root, steps=4, save_every=4))
+    extended = train_pretrain(_cfg(tmp_path / "b", clip_root, **longer))
+    a, b = (load_file(str(r["checkpoint"] / "model.safetensors")) for r in (straight, extended))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    la, lb = ({m["step"]: m["lr"] for m in read_metrics(tmp_path / d / "metrics.jsonl")} for d in ("a", "b"))
+    assert all(lb[step] == lr for step, lr in la.items()) and 8 in la
+
+
 def test_shipped_weights_match_their_manifest():
     from tempo_fast.model import load_model
     from tempo_fast.model.tiny import MANIFEST_FILE, WEIGHTS_FILE, build_tokenizer, file_sha256, tiny_config, tokenizer_digest

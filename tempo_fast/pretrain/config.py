@@ -47,6 +47,8 @@ class PretrainConfig:
     lr: float = 3e-3                           # peak learning rate (AdamW)
     warmup_steps: int = 100                    # linear warm-up
     min_lr_ratio: float = 0.1                  # cosine decay to lr * this
+    cycle_steps: int = 0                       # warm restarts: the warm-up + cosine restarts every N steps (0: one cycle)
+    restart_lr_scale: float = 1.0              # peak lr of every cycle after the first, as a share of lr
     weight_decay: float = 0.0                  # AdamW decoupled weight decay (matrices only)
     grad_clip: float = 1.0                     # max global gradient norm
     dense_weight: float = 1.0                  # weight of the dense vision-token labels' loss (pretrain/dense.py; 0: off)
@@ -66,13 +68,15 @@ class PretrainConfig:
                      "questions_per_clip"):
             if getattr(self, name) < 1:
                 problems.append(f"{name}={getattr(self, name)} must be >= 1")
-        for name in ("text_steps", "evidence_steps", "eval_every", "save_every", "warmup_steps"):
+        for name in ("text_steps", "evidence_steps", "eval_every", "save_every", "warmup_steps", "cycle_steps"):
             if getattr(self, name) < 0:
                 problems.append(f"{name}={getattr(self, name)} must be >= 0")
         if self.text_steps > self.evidence_steps:
             problems.append(f"text_steps={self.text_steps} must be <= evidence_steps={self.evidence_steps}")
         if not self.lr > 0:
             problems.append(f"lr={self.lr} must be > 0")
+        if not self.restart_lr_scale > 0:
+            problems.append(f"restart_lr_scale={self.restart_lr_scale} must be > 0")
         if self.num_frames < 2 or self.num_frames % 2:
             problems.append(f"num_frames={self.num_frames} must be even and >= 2")
         if self.frame_size < 28 or self.frame_size % 28:

@@ -186,6 +186,7 @@ def setup(cfg) -> dict:
     head = DenseHead(int(vl.model.config.vision_config.out_hidden_size))
     # one optimizer and schedule over the model and the dense head (the head is not exported)
     optimizer, scheduler = build_optimizer(torch.nn.ModuleDict({"model": vl.model, "head": head}), optim, cfg.steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_multiplier(cfg, s))
     held_out = clips.split(("val", "test"))[:cfg.eval_clips]
     state = {"cfg": cfg, "vl": vl, "clips": clips, "train_idx": clips.split(("train",)), "optimizer": optimizer,
              "scheduler": scheduler, "start": 0, "out": out, "cpu_seconds": 0.0,
@@ -200,8 +201,23 @@ def setup(cfg) -> dict:
         state["metrics"] = restored["extra"].get("metrics", {})
         if "dense_head" in restored["extra"]:
             head.load_state_dict(restored["extra"]["dense_head"])
+        # the lr of the next step from this config's schedule (a resumed run may change the schedule)
+        for group, base in zip(optimizer.param_groups, scheduler.base_lrs):
+            group["lr"] = base * lr_multiplier(cfg, scheduler.last_epoch)
         print(f"resumed from {checkpoint} at step {state['start']}", flush=True)
     return state
+
+
+def lr_multiplier(cfg, step: int) -> float:
+    """Multiplier of cfg.lr after `step` optimizer steps: warm-up and cosine decay to min_lr_ratio
+    over each cycle of cfg.cycle_steps (one cycle over all steps when 0); every cycle after the first
+    peaks at restart_lr_scale."""
+    from tempo_fast.train.sft import lr_factor
+
+    cycle = cfg.cycle_steps or cfg.steps
+    k = min(step, cfg.steps - 1) // cycle
+    span = min(cycle, cfg.steps - k * cycle)  # a shorter last cycle still decays to the floor
+    return lr_factor(step - k * cycle, _Optim(cfg), span) * (cfg.restart_lr_scale if k else 1.0)
 
 
 class _Optim:
