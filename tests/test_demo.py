@@ -2,6 +2,7 @@
 tempo_fast.train.evaluate against hand-computed values."""
 import json
 import math
+import random
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -107,6 +108,28 @@ def test_swap_videos_asks_every_relevant_query_of_another_video():
     assert swap_videos(records[:2]) == []  # one video: nothing to swap with
 
 
+def test_prior_baseline_is_the_best_fixed_window_of_train():
+    from tempo_fast.train.evaluate import best_constant_window
+
+    train = [record(1, [(1.0, 3.0)]), record(2, [(1.0, 3.0)]), record(3, [(6.0, 9.0)]), record(9, relevance="irrelevant")]
+    assert best_constant_window(train) == (1.0, 3.0)  # IoU 1 + 1 + 0 beats any window reaching (6, 9)
+    # brute force over a coarse grid agrees with the vectorised search at that step
+    rng = random.Random(5)
+    train = [record(i, [tuple(sorted((rng.uniform(0, 8), rng.uniform(0, 8))))], duration=8.0) for i in range(40)]
+
+    def mean_iou(a, b):
+        return sum(max(0.0, min(b, g1) - max(a, g0)) / (max(b, g1) - min(a, g0)) for r in train for g0, g1 in r.windows)
+    grid = [0.5 * k for k in range(17)]
+    best = max(((a, b) for a in grid for b in grid if b > a), key=lambda w: mean_iou(*w))
+    assert best_constant_window(train, step=0.5) == best
+    held_out = [record(7, [(1.0, 3.0)], duration=2.0), record(8, relevance="irrelevant")]
+    prior = baselines(held_out, train=[record(1, [(1.0, 3.0)])])["prior"]
+    assert prior["mIoU"] == 50.0 and prior["refusal_acc"] == 0.0  # clipped to the 2 s video: (1, 2) vs (1, 3)
+    assert "prior" not in baselines(held_out)
+    with pytest.raises(ValueError, match="no relevant training record"):
+        best_constant_window([record(9, relevance="irrelevant")])
+
+
 def test_baselines_need_durations():
     with pytest.raises(ValueError, match="duration"):
         baselines([record(1, [(0, 1)], duration=None)])
@@ -140,7 +163,7 @@ def test_demo_quick_writes_metrics_and_pictures(quick_demo):
     assert set(lanes["ablations"]["cpu_seconds"]) == {"ablation_no_pir", "ablation_uniform"}
     rows = [json.loads(line) for line in (out / "answers" / "grpo.jsonl").read_text().splitlines()]
     assert len(rows) == sum(counts.values()) and all(0 <= r["p_none"] <= 1 for r in rows)
-    assert set(report["baselines"]) == {"whole", "random", "refuse"}
+    assert set(report["baselines"]) == {"whole", "random", "refuse", "prior"}
     for metrics in report["baselines"].values():
         assert set(METRIC_KEYS) <= set(metrics)
     assert report["baselines"]["refuse"]["refusal_acc"] in (100.0, None)

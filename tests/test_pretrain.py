@@ -81,6 +81,32 @@ def test_caption_attributes_and_evidence():
         make_task(_plans(1)[0], "count", rng)
 
 
+def test_timeline_lists_every_event_with_its_window_in_time_order():
+    from tempo_fast.pretrain.loop import stage_of
+    from tempo_fast.pretrain.tasks import timeline
+
+    for plan in _plans():
+        task = make_task(plan, "timeline", random.Random(0))
+        if not plan["events"]:
+            assert task is None
+            continue
+        parts = task.answer.split("; ")
+        assert len(parts) == len(plan["events"])
+        starts = []
+        for part in parts:
+            text, window = part.rsplit(": ", 1)
+            start, end = (float(x) for x in window.split(" to "))
+            event = next(e for e in plan["events"] if abs(e["start"] - start) < 0.051 and abs(e["end"] - end) < 0.051
+                         and matches(parse_query(text), e))
+            starts.append(event["start"])
+        assert starts == sorted(starts) and task.answer == timeline(plan)
+    cfg = PretrainConfig(text_steps=2, evidence_steps=4, timeline_steps=6, steps=8)
+    assert [stage_of(cfg, s) for s in range(1, 9)] == ["text"] * 2 + ["evidence"] * 2 + ["video"] * 2 + ["timeline"] * 2
+    assert stage_of(PretrainConfig(), 10 ** 6) == "video"  # no timeline stage unless asked for
+    with pytest.raises(ValueError, match="timeline_steps=3 must be >= evidence_steps=4"):
+        PretrainConfig(text_steps=2, evidence_steps=4, timeline_steps=3)
+
+
 def test_bad_config_names_the_field():
     with pytest.raises(ValueError, match="frame_size=80"):
         PretrainConfig(frame_size=80)

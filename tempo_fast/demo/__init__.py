@@ -19,7 +19,8 @@ downloaded, `run_demo(cfg)`:
 3. scores (`tempo_fast.train.evaluate`: greedy answers, R1@0.5/0.7, mIoU, refusal accuracy, false
    refusals, and `refusal_auc`, the AUC of the model's P(none) at the answer's decision token, each
    with a seeded 95% bootstrap interval) of the trivial baselines (whole video, random window,
-   always refuse), SFT and GRPO, and of SFT and GRPO with every relevant query asked of ANOTHER
+   always refuse, and "prior": the one fixed window of best mean IoU on the train split, what a
+   model learns that reads neither the video nor the query), SFT and GRPO, and of SFT and GRPO with every relevant query asked of ANOTHER
    held-out video ("sft_swapped", "grpo_swapped"): what a model gets from the query text alone, so
    the gap to "sft" / "grpo" is what it takes from the video;
 4. ablations: "grpo_no_pir" (the GRPO recipe from the same SFT checkpoint, relevant samples only),
@@ -31,7 +32,7 @@ downloaded, `run_demo(cfg)`:
    (OUT/saa.png), prints the table and the `tempo-fast ground` command of the trained checkpoint.
 
 demo_metrics.json: one entry per model ("sft", "sft_swapped", "grpo", "grpo_swapped", "saa",
-"uniform", "grpo_no_pir", "no_pir") and "baselines" {"whole", "random", "refuse"}, each with R1@0.5,
+"uniform", "grpo_no_pir", "no_pir") and "baselines" {"whole", "random", "refuse", "prior"}, each with R1@0.5,
 R1@0.7, mIoU, refusal_acc, false_refusal, refusal_auc (percent; see `tempo_fast.train.evaluate`),
 the refusal accuracy per negative kind, the counts and "ci" {metric: [low, high]}; "setup" (the
 resolved DemoConfig, the held-out counts), "machine" (CPU, cores, threads, load averages),

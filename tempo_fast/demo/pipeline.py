@@ -189,7 +189,7 @@ def run_demo(cfg: DemoConfig) -> dict:
         raise ValueError(f"demo: the {cfg.eval_split!r} split is empty; raise num_videos (got {cfg.num_videos})")
     held_out = eval_records(records[cfg.eval_split], cfg, facts)
     swapped = swap_videos(held_out, seed=cfg.seed)  # empty when the split holds one video
-    results = {"baselines": baselines(held_out, seed=cfg.seed, bootstrap=cfg.bootstrap)}
+    results = {"baselines": baselines(held_out, seed=cfg.seed, bootstrap=cfg.bootstrap, train=records["train"])}
     clock.lap("data")
 
     lanes = ["main"] + (["ablations"] if cfg.ablations else [])

@@ -16,7 +16,7 @@ ROWS = (("grpo", "PIR-GRPO (SFT + GRPO, with PIR)"), ("sft", "SFT with PIR negat
         ("saa", "SFT, SAA frames"), ("uniform", "SFT, uniform frames"),
         ("grpo_swapped", "PIR-GRPO, swapped videos"), ("sft_swapped", "SFT, swapped videos"))
 BASELINE_ROWS = (("whole", "baseline: whole video"), ("random", "baseline: random window"),
-                 ("refuse", "baseline: always refuse"))
+                 ("refuse", "baseline: always refuse"), ("prior", "baseline: best fixed window (fitted on train)"))
 
 
 def _rows(report: dict) -> list:

@@ -43,6 +43,7 @@ class PretrainConfig:
     steps: int = 20000                         # optimizer steps
     text_steps: int = 1500                     # curriculum: text evidence without video until this step
     evidence_steps: int = 3500                 # curriculum: text evidence beside the video until this step
+    timeline_steps: int | None = None          # curriculum: after this step, timed captions join the video tasks (None: never)
     text_stage_video: float = 0.4              # share of video tasks (caption, colour, shape) in the text stage
     batch_size: int = 16                       # clips (sequences) per step
     questions_per_clip: int = 4                # chat turns per sequence: one video, several questions
@@ -85,6 +86,8 @@ class PretrainConfig:
             problems.append(f"frame_size={self.frame_size} must be a multiple of 28 (patch 14 x merge 2)")
         if not 0.0 <= self.distractor_prob <= 1.0:
             problems.append(f"distractor_prob={self.distractor_prob} must be in [0, 1]")
+        if self.timeline_steps is not None and self.timeline_steps < self.evidence_steps:
+            problems.append(f"timeline_steps={self.timeline_steps} must be >= evidence_steps={self.evidence_steps}")
         if problems:
             raise ValueError("PretrainConfig: " + "; ".join(problems))
 

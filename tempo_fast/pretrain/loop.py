@@ -26,6 +26,7 @@ from tempo_fast.pretrain.tasks import make_task
 # questions_per_clip distinct questions of its kinds, a caption sequence only the caption (its text
 # would answer every later question)
 _CAPTION = ("caption",)
+_TIMELINE = ("timeline",)
 _ATTRIBUTES = ("colour", "shape")
 _YES_NO = ("event", "event", "exists")
 STAGES = {
@@ -34,6 +35,9 @@ STAGES = {
                  (0.1, _CAPTION, True, False), (0.25, _ATTRIBUTES + _YES_NO, True, False)],
     "video": [(0.5, _YES_NO, True, False), (0.1, _YES_NO, True, True), (0.05, _YES_NO, False, True),
               (0.1, _CAPTION, True, False), (0.25, _ATTRIBUTES + _YES_NO, True, False)],
+    "timeline": [(0.4, _YES_NO, True, False), (0.05, _YES_NO, True, True), (0.05, _YES_NO, False, True),
+                 (0.25, _TIMELINE, True, False), (0.05, _CAPTION, True, False),
+                 (0.2, _ATTRIBUTES + _YES_NO, True, False)],
 }
 
 
@@ -41,7 +45,9 @@ def stage_of(cfg, step: int) -> str:
     """The curriculum stage of (1-based) optimizer step `step`."""
     if step <= cfg.text_steps:
         return "text"
-    return "evidence" if step <= cfg.evidence_steps else "video"
+    if step <= cfg.evidence_steps:
+        return "evidence"
+    return "video" if cfg.timeline_steps is None or step <= cfg.timeline_steps else "timeline"
 
 
 def draw_batch(cfg, vl, clips, train_idx: list[int], step: int) -> list:
@@ -57,7 +63,7 @@ def draw_batch(cfg, vl, clips, train_idx: list[int], step: int) -> list:
         _, kinds, video, evidence = rng.choices(mix, weights=[m[0] for m in mix])[0]
         i = rng.choice(train_idx)
         tasks, seen = [], set()
-        for k in range(1 if kinds == _CAPTION else cfg.questions_per_clip):
+        for k in range(1 if kinds in (_CAPTION, _TIMELINE) else cfg.questions_per_clip):
             task = make_task(clips.plans[i], rng.choice(kinds), rng, video=video, evidence=evidence and not tasks)
             if task is not None and task.question not in seen:
                 tasks.append(task)

@@ -2,6 +2,9 @@
 
 Not the grounding answer format (that is what SFT and PIR-GRPO teach): the answers are words.
 Each task is a `Task(kind, question, answer, video, evidence)`:
+- "timeline": "Describe the video. When does it happen?" -> the caption's events with their windows in
+  seconds, "the small red circle moves: 1.1 to 3.1; ..." (the last curriculum stage: where in the
+  video an event is, read off the ETA timestamps, which grounding needs);
 - "caption":  "Describe the video." -> the clip's events in time order, "the small red circle moves;
   the large blue square appears" (objects that do nothing: "the small green diamond stays");
 - "colour":   "What colour is the circle?" -> "red" (a shape only one object has, that object never
@@ -33,7 +36,8 @@ YES, NO = "yes", "no"
 ASK_YES_NO = "Answer yes or no."
 EVENT_INSTRUCTION = f"Does it happen? {ASK_YES_NO}"  # before the query line, as the grounding instruction
 CAPTION_QUESTION = "Describe the video."
-KINDS = ("caption", "colour", "shape", "exists", "event")
+TIMELINE_QUESTION = f"{CAPTION_QUESTION} When does it happen?"  # words the tiny tokenizer already has
+KINDS = ("caption", "colour", "shape", "exists", "event", "timeline")
 YES_NO_KINDS = ("exists", "event")
 
 
@@ -56,6 +60,16 @@ def caption(plan: dict) -> str:
     busy = {e["object"] for e in events}
     parts += [f"the {o['size']} {o['colours'][0]} {o['shape']} stays" for o in plan["objects"] if o["id"] not in busy]
     return "; ".join(parts)
+
+
+def timeline(plan: dict) -> str | None:
+    """The clip's events in time order, each with its window: "the red circle moves: 1.1 to 3.1; ..."
+    (None for a clip without events)."""
+    events = sorted(plan["events"], key=lambda e: (e["start"], e["object"]))
+    if not events:
+        return None
+    return "; ".join(f"{query_text({k: e[k] for k in ('size', 'colour', 'shape', 'action', 'target')})}: "
+                     f"{e['start']:.1f} to {e['end']:.1f}" for e in events)
 
 
 def _pairs(plan: dict) -> set[tuple[str, str]]:
@@ -167,6 +181,9 @@ def make_task(plan: dict, kind: str, rng: random.Random, *, video: bool = True, 
         raise ValueError(f"make_task: kind must be one of {KINDS}, got {kind!r}")
     if kind == "caption":
         task = Task("caption", CAPTION_QUESTION, caption(plan))
+    elif kind == "timeline":
+        text = timeline(plan)
+        task = None if text is None else Task("timeline", TIMELINE_QUESTION, text)
     elif kind == "colour":
         task = colour_task(plan, rng)
     elif kind == "shape":

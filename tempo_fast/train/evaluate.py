@@ -8,10 +8,13 @@ of the refusal at the answer's decision token, the first token where `<answer>no
 window answer differ, after the prompt and their common prefix, teacher-forced as in SFT) and
 scores it as `refusal_auc`; with `bootstrap=n` it adds seeded 95% intervals (`ci`) of every metric
 (`tempo_fast.train.stats`);
-`baselines(records)` scores three answers that need no model:
+`baselines(records, train=...)` scores answers that need no model:
     "whole"   the whole video as the window (never refuses),
     "random"  one window with both ends uniform in [0, duration], seeded,
-    "refuse"  always refuse.
+    "refuse"  always refuse,
+    "prior"   (with `train` records) one fixed window in seconds for every query, the one of best mean
+              IoU over train's relevant records (`best_constant_window`, a 0.1 s grid), clipped to each
+              video: what a model that ignores both the video and the query can learn.
 
 `swap_videos(records)` asks every relevant query of another video: a model's score there is what it
 gets from the query text alone, the part of its score that is not grounding.
@@ -87,9 +90,36 @@ def score_answers(records: Sequence, answers: Sequence, p_none: Sequence | None 
     return out
 
 
-def baselines(records: Sequence, *, seed: int = 0, bootstrap: int = 0) -> dict:
-    """{"whole", "random", "refuse"} -> metrics (module docstring) of the trivial answers; their
-    P(none) is constant (0, 0, 1), so refusal_auc is 50. bootstrap: resamples for `ci` (0: none)."""
+def best_constant_window(train: Sequence, *, step: float = 0.1) -> tuple[float, float]:
+    """The window (start, end) in seconds, ends on a `step` grid, of best mean IoU (each clipped to
+    the record's video) with the best-overlapping ground-truth window of train's relevant records."""
+    import numpy as np
+
+    relevant = [r for r in train if r.relevance == "relevant" and r.windows]
+    if not relevant:
+        raise ValueError("best_constant_window: no relevant training record with a window")
+    durations = np.array([_duration(r) for r in relevant])
+    grid = np.arange(0.0, durations.max() + step / 2, step)
+    a, b = np.meshgrid(grid, grid, indexing="ij")
+    keep = b > a
+    starts, ends = a[keep], b[keep]                                        # [C] candidate windows
+    best = np.zeros(len(starts))
+    for r, duration in zip(relevant, durations):
+        s, e = np.minimum(starts, duration), np.minimum(ends, duration)
+        iou = np.zeros(len(starts))
+        for g0, g1 in r.windows:
+            inter = np.clip(np.minimum(e, g1) - np.maximum(s, g0), 0.0, None)
+            union = (e - s) + (g1 - g0) - inter
+            iou = np.maximum(iou, np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0))
+        best += iou
+    i = int(np.argmax(best))
+    return round(float(starts[i]), 6), round(float(ends[i]), 6)
+
+
+def baselines(records: Sequence, *, seed: int = 0, bootstrap: int = 0, train: Sequence | None = None) -> dict:
+    """{"whole", "random", "refuse"} (+ "prior" with `train`) -> metrics (module docstring) of the
+    trivial answers; their P(none) is constant (0, 0, 1, 0), so refusal_auc is 50. bootstrap:
+    resamples for `ci` (0: none)."""
     from tempo_fast.rewards import Answer
     from tempo_fast.train.stats import bootstrap_intervals
 
@@ -103,8 +133,14 @@ def baselines(records: Sequence, *, seed: int = 0, bootstrap: int = 0) -> dict:
         rand.append(Answer(windows=((a, b),), refused=False, well_formed=True))
     refuse = [Answer(windows=(), refused=True, well_formed=True)] * len(records)
     answers = dict(zip(BASELINES, (whole, rand, refuse)))
+    refusing = {"whole": 0.0, "random": 0.0, "refuse": 1.0}
+    if train is not None:
+        a, b = best_constant_window(train)
+        answers["prior"] = [Answer(windows=((min(a, _duration(r)), min(b, _duration(r))),), refused=False,
+                                   well_formed=True) for r in records]
+        refusing["prior"] = 0.0
     out = {}
-    for name, p in zip(BASELINES, (0.0, 0.0, 1.0)):
+    for name, p in refusing.items():
         p_none = [p] * len(records)
         out[name] = {**score_answers(records, answers[name], p_none), "well_formed": math.nan}
         if bootstrap:
