@@ -102,7 +102,7 @@ def test_timeline_lists_every_event_with_its_window_in_time_order():
         assert starts == sorted(starts) and task.answer == timeline(plan)
     cfg = PretrainConfig(text_steps=2, evidence_steps=4, timeline_steps=6, steps=8)
     assert [stage_of(cfg, s) for s in range(1, 9)] == ["text"] * 2 + ["evidence"] * 2 + ["video"] * 2 + ["timeline"] * 2
-    assert stage_of(PretrainConfig(), 10 ** 6) == "video"  # no timeline stage unless asked for
+    assert stage_of(PretrainConfig(timeline_steps=None), 10 ** 6) == "video"  # no timeline stage unless asked for
     with pytest.raises(ValueError, match="timeline_steps=3 must be >= evidence_steps=4"):
         PretrainConfig(text_steps=2, evidence_steps=4, timeline_steps=3)
 

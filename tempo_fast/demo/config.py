@@ -34,7 +34,7 @@ class DemoConfig:
     partial_fraction: float = 0.2          # share of training samples made partially irrelevant
     eval_irrelevant_fraction: float = 0.5  # held-out negatives: this share of the relevant queries again, irrelevant
     eval_partial_fraction: float = 0.5     # ... and this share as partially irrelevant (added, none replaced)
-    sft_steps: int = 600                   # SFT optimizer steps (from the pretrained model)
+    sft_steps: int = 1000                  # SFT optimizer steps (from the pretrained model)
     sft_lr: float = 1e-3                   # SFT peak learning rate
     batch_size: int = 8                    # SFT samples per step
     grpo_steps: int = 30                   # GRPO optimizer steps

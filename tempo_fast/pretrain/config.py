@@ -7,14 +7,17 @@ no video (the comparison learned on ~40-token prompts) while the video tasks (ca
 shape) start; until `evidence_steps` the text evidence sits beside the video and some yes/no
 questions have the video alone; then mostly the video alone (`STAGES` in loop.py).
 The defaults are the run that made the shipped weights (tempo_fast/model/weights/manifest.json):
-`tempo-fast pretrain --ship` rebuilds them (about 4,000 CPU seconds, one thread): two 10,000-step
-cosine cycles, the second a warm restart to the full peak lr (`cycle_steps`, `restart_lr_scale`).
+`tempo-fast pretrain --ship` rebuilds them (about 5,000 CPU seconds, one thread): cosine cycles of
+10,000 steps (the last one 5,000), each later one a warm restart to the full peak lr (`cycle_steps`,
+`restart_lr_scale`), and from `timeline_steps` on, timed captions beside the other video tasks (the
+"timeline" stage: where in the clip each event is, read off the ETA timestamps; without it the
+fine-tuned demo models answered one fixed window whatever the video).
 Every video batch also trains a linear head on dense per-token labels (pretrain/dense.py,
 `dense_weight`): without it the vision tower never learned shapes and the LM stayed near chance
 on the video-only yes/no questions (v1, no dense labels: held-out AUC 0.62 / 0.55 after 8,000 steps;
 with them and the yes/no decision in <answer> tags where the grounding refusal decision is:
 0.80 / 0.85 after one 10,000-step cycle (0.82 / 0.95 on fresh demo-like clips), 0.96 / 0.98 after
-the second (0.98 / 1.00 on fresh demo-like clips).
+the second, 0.99 / 1.00 after the timeline cycle (0.98 / 1.00 on fresh demo-like clips).
 """
 from __future__ import annotations
 
@@ -40,10 +43,10 @@ class PretrainConfig:
     distractor_prob: float = 0.3               # chance of each distractor (shake, brightness, cut)
     num_frames: int = 16                       # frames per clip (uniform), as the demo
     frame_size: int = 84                       # frame side in pixels fed to the model, as the demo
-    steps: int = 20000                         # optimizer steps
+    steps: int = 25000                         # optimizer steps
     text_steps: int = 1500                     # curriculum: text evidence without video until this step
     evidence_steps: int = 3500                 # curriculum: text evidence beside the video until this step
-    timeline_steps: int | None = None          # curriculum: after this step, timed captions join the video tasks (None: never)
+    timeline_steps: int | None = 20000         # curriculum: after this step, timed captions join the video tasks (None: never)
     text_stage_video: float = 0.4              # share of video tasks (caption, colour, shape) in the text stage
     batch_size: int = 16                       # clips (sequences) per step
     questions_per_clip: int = 4                # chat turns per sequence: one video, several questions
