@@ -20,9 +20,10 @@ downloaded, `run_demo(cfg)`:
    refusals, and `refusal_auc`, the AUC of the model's P(none) at the answer's decision token, each
    with a seeded 95% bootstrap interval) of the trivial baselines (whole video, random window,
    always refuse, and "prior": the one fixed window of best mean IoU on the train split, what a
-   model learns that reads neither the video nor the query), SFT and GRPO, and of SFT and GRPO with every relevant query asked of ANOTHER
-   held-out video ("sft_swapped", "grpo_swapped"): what a model gets from the query text alone, so
-   the gap to "sft" / "grpo" is what it takes from the video;
+   model learns that reads neither the video nor the query), SFT and GRPO, and of SFT and GRPO
+   with every relevant query asked of ANOTHER held-out video ("sft_swapped", "grpo_swapped"): what
+   a model gets from the query text alone, so the gap to "sft" / "grpo" is what it takes from the
+   video;
 4. ablations: "grpo_no_pir" (the GRPO recipe from the same SFT checkpoint, relevant samples only),
    "no_pir" (SFT and GRPO both without any PIR sample), and "uniform" against "saa" frames at the
    same visual-token budget (the same frames per video and pixels per frame; "saa" IS the main SFT
@@ -32,14 +33,14 @@ downloaded, `run_demo(cfg)`:
    (OUT/saa.png), prints the table and the `tempo-fast ground` command of the trained checkpoint.
 
 demo_metrics.json: one entry per model ("sft", "sft_swapped", "grpo", "grpo_swapped", "saa",
-"uniform", "grpo_no_pir", "no_pir") and "baselines" {"whole", "random", "refuse", "prior"}, each with R1@0.5,
-R1@0.7, mIoU, refusal_acc, false_refusal, refusal_auc (percent; see `tempo_fast.train.evaluate`),
-the refusal accuracy per negative kind, the counts and "ci" {metric: [low, high]}; "setup" (the
-resolved DemoConfig, the held-out counts), "machine" (CPU, cores, threads, load averages),
-"seconds" (wall time per stage), "evaluation_seconds", "checkpoint" and "ground_command". Every
-number but the times is a function of the config and the machine's arithmetic: one thread, seeded
-data, PIR samples, order, rollouts and bootstrap. Runs resume from their folders, so a second
-`tempo-fast demo` with the same OUT reuses finished training.
+"uniform", "grpo_no_pir", "no_pir") and "baselines" {"whole", "random", "refuse", "prior"}, each
+with R1@0.5, R1@0.7, mIoU, refusal_acc, false_refusal, refusal_auc (percent; see
+`tempo_fast.train.evaluate`), the refusal accuracy per negative kind, the counts and "ci" {metric:
+[low, high]}; "setup" (the resolved DemoConfig, the held-out counts), "machine" (CPU, cores,
+threads, load averages), "seconds" (wall time per stage), "evaluation_seconds", "checkpoint" and
+"ground_command". Every number but the times is a function of the config and the machine's
+arithmetic: one thread, seeded data, PIR samples, order, rollouts and bootstrap. Runs resume from
+their folders, so a second `tempo-fast demo` with the same OUT reuses finished training.
 
 Modules: `config` (DemoConfig, QUICK, the training configs, the held-out set), `pipeline`
 (run_demo), `report` (tables, plots, the ground command).

@@ -52,11 +52,15 @@ class Task:
     evidence: bool = False  # the caption is written before the question as text
 
 
+def _event_text(event: dict) -> str:
+    """An event of the plan as a query sentence with every attribute, "the small red circle moves"."""
+    return query_text({k: event[k] for k in ("size", "colour", "shape", "action", "target")})
+
+
 def caption(plan: dict) -> str:
     """The clip's events in time order as query sentences, `; `-separated."""
     events = sorted(plan["events"], key=lambda e: (e["start"], e["object"]))
-    parts = [query_text({"size": e["size"], "colour": e["colour"], "shape": e["shape"], "action": e["action"],
-                         "target": e["target"]}) for e in events]
+    parts = [_event_text(e) for e in events]
     busy = {e["object"] for e in events}
     parts += [f"the {o['size']} {o['colours'][0]} {o['shape']} stays" for o in plan["objects"] if o["id"] not in busy]
     return "; ".join(parts)
@@ -68,8 +72,7 @@ def timeline(plan: dict) -> str | None:
     events = sorted(plan["events"], key=lambda e: (e["start"], e["object"]))
     if not events:
         return None
-    return "; ".join(f"{query_text({k: e[k] for k in ('size', 'colour', 'shape', 'action', 'target')})}: "
-                     f"{e['start']:.1f} to {e['end']:.1f}" for e in events)
+    return "; ".join(f"{_event_text(e)}: {e['start']:.1f} to {e['end']:.1f}" for e in events)
 
 
 def _pairs(plan: dict) -> set[tuple[str, str]]:

@@ -95,25 +95,21 @@ def best_constant_window(train: Sequence, *, step: float = 0.1) -> tuple[float, 
     the record's video) with the best-overlapping ground-truth window of train's relevant records."""
     import numpy as np
 
+    from tempo_fast.metrics.moments import official_cross_iou
+
     relevant = [r for r in train if r.relevance == "relevant" and r.windows]
     if not relevant:
         raise ValueError("best_constant_window: no relevant training record with a window")
-    durations = np.array([_duration(r) for r in relevant])
-    grid = np.arange(0.0, durations.max() + step / 2, step)
+    durations = [_duration(r) for r in relevant]
+    grid = np.arange(0.0, max(durations) + step / 2, step)
     a, b = np.meshgrid(grid, grid, indexing="ij")
-    keep = b > a
-    starts, ends = a[keep], b[keep]                                        # [C] candidate windows
-    best = np.zeros(len(starts))
+    candidates = np.stack([a[b > a], b[b > a]], axis=-1)                    # [C, 2]
+    best = np.zeros(len(candidates))
     for r, duration in zip(relevant, durations):
-        s, e = np.minimum(starts, duration), np.minimum(ends, duration)
-        iou = np.zeros(len(starts))
-        for g0, g1 in r.windows:
-            inter = np.clip(np.minimum(e, g1) - np.maximum(s, g0), 0.0, None)
-            union = (e - s) + (g1 - g0) - inter
-            iou = np.maximum(iou, np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0))
-        best += iou
+        iou = official_cross_iou(np.minimum(candidates, duration), np.asarray(r.windows, dtype=float))
+        best += np.nan_to_num(iou).max(axis=1)
     i = int(np.argmax(best))
-    return round(float(starts[i]), 6), round(float(ends[i]), 6)
+    return round(float(candidates[i, 0]), 6), round(float(candidates[i, 1]), 6)
 
 
 def baselines(records: Sequence, *, seed: int = 0, bootstrap: int = 0, train: Sequence | None = None) -> dict:
@@ -133,15 +129,13 @@ def baselines(records: Sequence, *, seed: int = 0, bootstrap: int = 0, train: Se
         rand.append(Answer(windows=((a, b),), refused=False, well_formed=True))
     refuse = [Answer(windows=(), refused=True, well_formed=True)] * len(records)
     answers = dict(zip(BASELINES, (whole, rand, refuse)))
-    refusing = {"whole": 0.0, "random": 0.0, "refuse": 1.0}
     if train is not None:
         a, b = best_constant_window(train)
         answers["prior"] = [Answer(windows=((min(a, _duration(r)), min(b, _duration(r))),), refused=False,
                                    well_formed=True) for r in records]
-        refusing["prior"] = 0.0
     out = {}
-    for name, p in refusing.items():
-        p_none = [p] * len(records)
+    for name in answers:
+        p_none = [1.0 if name == "refuse" else 0.0] * len(records)
         out[name] = {**score_answers(records, answers[name], p_none), "well_formed": math.nan}
         if bootstrap:
             out[name]["ci"] = bootstrap_intervals(records, answers[name], p_none, n=bootstrap, seed=seed)
